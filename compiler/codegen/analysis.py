@@ -1,0 +1,73 @@
+"""Facts code generation needs about an IR function: users, program positions, fusion, liveness."""
+from __future__ import annotations
+
+from collections import defaultdict
+
+from .. import ir
+from ..prims import PRIMS
+
+_BARRIERS = {"store", "add_at", "for", "while", "if"}
+_FUSABLE_USERS = {"reduce_sum", "reduce_prod", "reduce_max", "reduce_min", "index", "slice",
+                  "transpose", "store", "add_at", "return", "yield"}
+
+
+class Analysis:
+    def __init__(self, fn: ir.Function):
+        self.users = defaultdict(list)     # Value -> [Op]
+        self.pos = {}                      # Op -> pre-order position
+        self.block_of = {}                 # Op -> Block
+        self.value_block = {}              # Value -> Block defining it
+        for p in fn.params:
+            self.value_block[p] = fn.body
+        self._walk(fn.body)
+        self._fused = {}
+
+    def _walk(self, block: ir.Block):
+        for a in block.args:
+            self.value_block[a] = block
+        for op in block.ops:
+            self.pos[op] = len(self.pos)
+            self.block_of[op] = block
+            for o in op.operands:
+                self.users[o].append(op)
+            for r in op.results:
+                self.value_block[r] = block
+            for reg in op.regions:
+                self._walk(reg)
+
+    def fused(self, v: ir.Value) -> bool:
+        """Whether v (an elementwise or view result) is evaluated inside its single user."""
+        if v in self._fused:
+            return self._fused[v]
+        self._fused[v] = ok = self._can_fuse(v)
+        return ok
+
+    def _can_fuse(self, v: ir.Value) -> bool:
+        op = v.owner
+        if not isinstance(op, ir.Op) or v.type.is_scalar:
+            return False
+        us = self.users.get(v, [])
+        if len(us) != 1 or sum(o is v for o in us[0].operands) != 1:
+            return False
+        user = us[0]
+        block = self.block_of[op]
+        if self.block_of.get(user) is not block:
+            return False
+        kind = PRIMS[user.prim].kind if user.prim in PRIMS else None
+        if kind == "elementwise":
+            if user.result.type.shape != v.type.shape:
+                return False        # broadcasting would re-evaluate it per repeated element
+        elif user.prim not in _FUSABLE_USERS:
+            return False
+        if user.prim in ("store", "add_at") and user.operands[0] is v:
+            return False
+        i, j = block.ops.index(op), block.ops.index(user)
+        return not any(o.prim in _BARRIERS for o in block.ops[i + 1:j])
+
+    def dead_after(self, x: ir.Value, op: ir.Op) -> bool:
+        """x is defined in op's block and no op after `op` uses it."""
+        if self.value_block.get(x) is not self.block_of.get(op):
+            return False
+        p = self.pos[op]
+        uses = [u for u in self.users.get(x, []) if u is not op]
+        return all(self.pos[u] < p for u in uses) and sum(o is x for o in op.operands) == 1

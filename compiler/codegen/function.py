@@ -1,0 +1,521 @@
+"""Lowering of one IR function to an LLVM function with the dslc entry-point ABI.
+
+Fusion: an elementwise or view op whose only user follows it in the same block (with no store or
+control flow in between) is not materialised; its user evaluates it element by element inside its
+own loop ("lazy" arrays). Everything else is materialised into a malloc'd buffer.
+
+Buffers: every allocation has a *slot* (an alloca holding the pointer, null when not owned). A
+scope (block) frees its slots' pointers when it ends; moving ownership to a loop carry or an `if`
+result nulls the source slot. The error exit frees every slot, so failures do not leak.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from llvmlite import ir as ll
+
+from .. import ir
+from ..diagnostics import UnsupportedError
+from ..prims import PRIMS
+from .analysis import Analysis
+
+I1, I8, I32, I64 = ll.IntType(1), ll.IntType(8), ll.IntType(32), ll.IntType(64)
+F32, F64 = ll.FloatType(), ll.DoubleType()
+PTR = ll.PointerType(I8)
+LLTYPE = {"bool": I1, "i32": I32, "i64": I64, "f32": F32, "f64": F64}
+MEMTYPE = {"bool": I8, "i32": I32, "i64": I64, "f32": F32, "f64": F64}
+ITEMSIZE = {"bool": 1, "i32": 4, "i64": 8, "f32": 4, "f64": 8}
+
+_INTRINSICS = {"sin", "cos", "exp", "log", "sqrt", "fabs", "floor", "ceil", "pow", "copysign"}
+_LIBM = {"tan", "tanh", "log1p", "expm1"}
+
+
+@dataclass
+class ArrayVal:
+    dtype: str
+    dims: list
+    ptr: object = None                    # typed pointer to the first element (materialised)
+    slot: object = None                   # alloca owning ptr, or None (parameter, view, output)
+    lazy: Optional[Callable] = None       # idx -> scalar, for fused values
+    reads: frozenset = frozenset()        # IR values a lazy expression reads
+
+
+class Site:
+    def __init__(self, kind, message, loc):
+        self.kind, self.message, self.loc = kind, message, loc
+
+
+class FunctionCodegen:
+    """Builds one LLVM function from an `ir.Function`."""
+
+    def __init__(self, module: ll.Module, fn: ir.Function, symbol: str, boundscheck: bool = True):
+        self.module, self.fn, self.symbol = module, fn, symbol
+        self.boundscheck = boundscheck
+        self.values = {}
+        self.sites: list[Site] = []
+        self.scopes: list[list] = []
+        self.all_slots: list = []
+        self.info = Analysis(fn)
+
+    # ---- entry point ---------------------------------------------------------------------
+    def build(self) -> ll.Function:
+        fn = self.fn
+        argtys, self.param_slots = [], []
+        for p in fn.params:
+            if p.type.is_scalar:
+                self.param_slots.append(len(argtys))
+                argtys.append(MEMTYPE[p.type.dtype])
+            else:
+                self.param_slots.append(len(argtys))
+                argtys += [ll.PointerType(MEMTYPE[p.type.dtype])] + [I64] * p.type.rank
+        self.out_slots = []
+        for t in fn.result_types:
+            self.out_slots.append(len(argtys))
+            argtys += [ll.PointerType(MEMTYPE[t.dtype])] + [I64] * t.rank
+        argtys.append(ll.PointerType(I64))
+        self.llfn = ll.Function(self.module, ll.FunctionType(I32, argtys), self.symbol)
+        for k, a in enumerate(self.llfn.args):
+            if isinstance(a.type, ll.PointerType):
+                a.add_attribute("noalias")
+        self.allocas = self.llfn.append_basic_block("allocas")
+        body = self.llfn.append_basic_block("entry")
+        self.fail_block = self.llfn.append_basic_block("fail")
+        self.b = ll.IRBuilder(body)
+        self.status = self._entry_alloca(I32)
+        self.err = self.llfn.args[-1]
+        self._bind_params()
+        self.scopes.append([])
+        self.emit_return(self.gen_block(fn.body, []))
+        # error exit: free whatever is still owned, return the site id
+        self.b.position_at_end(self.fail_block)
+        for slot in self.all_slots:
+            self._free_slot(slot)
+        self.b.ret(self.b.load(self.status))
+        # initialise slots in the allocas block, then fall into the body
+        ab = ll.IRBuilder(self.allocas)
+        for slot in self.all_slots:
+            ab.store(ll.Constant(slot.type.pointee, None), slot)
+        ab.branch(body)
+        return self.llfn
+
+    def _entry_alloca(self, ty):
+        ab = ll.IRBuilder(self.allocas)
+        if self.allocas.instructions:
+            ab.position_before(self.allocas.instructions[0])
+        return ab.alloca(ty)
+
+    def _bind_params(self):
+        args = self.llfn.args
+        bound = {}
+        for p, name, k in zip(self.fn.params, self.fn.param_names, self.param_slots):
+            if p.type.is_scalar:
+                v = args[k]
+                if p.type.dtype == "bool":
+                    v = self.b.icmp_unsigned("!=", v, ll.Constant(I8, 0))
+                self.values[p] = v
+                continue
+            dims = list(args[k + 1:k + 1 + p.type.rank])
+            self.values[p] = ArrayVal(p.type.dtype, dims, ptr=args[k])
+            for ax, (d, sym) in enumerate(zip(dims, p.type.shape)):
+                if isinstance(sym, int):
+                    self.check(self.b.icmp_signed("==", d, self.i64(sym)), "shape",
+                               f"parameter '{name}' axis {ax} must have extent {sym}", self.fn.loc,
+                               d, self.i64(sym))
+                elif isinstance(sym, str) and not sym.startswith(("?", "$")):
+                    if sym in bound:
+                        other, od = bound[sym]
+                        self.check(self.b.icmp_signed("==", d, od), "shape",
+                                   f"parameter '{name}' axis {ax}: extent of '{sym}' differs from "
+                                   f"parameter '{other}'", self.fn.loc, d, od)
+                    else:
+                        bound[sym] = (name, d)
+
+    # ---- values --------------------------------------------------------------------------
+    def get(self, v: ir.Value):
+        return self.values[v]
+
+    def set(self, v: ir.Value, x):
+        self.values[v] = x
+
+    def dims(self, v: ir.Value) -> list:
+        return self.values[v].dims
+
+    def i64(self, n: int):
+        return ll.Constant(I64, int(n))
+
+    def constant(self, value, dtype: str):
+        if dtype == "bool":
+            return ll.Constant(I1, int(bool(value)))
+        if ir.is_float(dtype):
+            return ll.Constant(LLTYPE[dtype], float(value))
+        return ll.Constant(LLTYPE[dtype], int(value))
+
+    def const_value(self, v: ir.Value):
+        """The literal value of a `const` op's result, or None."""
+        op = v.owner
+        if isinstance(op, ir.Op) and op.prim == "const":
+            return op.attrs["value"]
+        return None
+
+    def extreme(self, dtype: str, positive: bool):
+        if ir.is_float(dtype):
+            return ll.Constant(LLTYPE[dtype], float("inf") if positive else float("-inf"))
+        bits = 32 if dtype == "i32" else 64
+        return ll.Constant(LLTYPE[dtype], (1 << (bits - 1)) - 1 if positive else -(1 << (bits - 1)))
+
+    def alloca_scalar(self, dtype: str, init):
+        slot = self._entry_alloca(LLTYPE[dtype])
+        self.b.store(init, slot)
+        return slot
+
+    # ---- scalar helpers ------------------------------------------------------------------
+    def call_math(self, name: str, dtype: str, args):
+        ty = LLTYPE[dtype]
+        if name in _INTRINSICS:
+            fname = f"llvm.{name}.{'f32' if dtype == 'f32' else 'f64'}"
+        elif name in _LIBM:
+            fname = name + ("f" if dtype == "f32" else "")
+        else:
+            raise UnsupportedError(f"no lowering for math function '{name}'")
+        f = self.module.globals.get(fname)
+        if f is None:
+            f = ll.Function(self.module, ll.FunctionType(ty, [ty] * len(args)), fname)
+        return self.b.call(f, args)
+
+    def convert(self, v, src: str, dst: str):
+        b = self.b
+        if src == dst:
+            return v
+        if dst == "bool":
+            if ir.is_float(src):
+                return b.fcmp_unordered("!=", v, ll.Constant(v.type, 0.0))
+            return b.icmp_signed("!=", v, ll.Constant(v.type, 0))
+        ty = LLTYPE[dst]
+        if src == "bool":
+            return b.uitofp(v, ty) if ir.is_float(dst) else b.zext(v, ty)
+        if ir.is_float(src) and ir.is_float(dst):
+            return b.fpext(v, ty) if dst == "f64" else b.fptrunc(v, ty)
+        if ir.is_float(src):
+            return self._fptosi_sat(v, ty)
+        if ir.is_float(dst):
+            return b.sitofp(v, ty)
+        return b.sext(v, ty) if ty.width > v.type.width else b.trunc(v, ty)
+
+    def _fptosi_sat(self, v, ty):
+        # fptosi is poison out of range; the saturating intrinsic is defined for every input
+        name = f"llvm.fptosi.sat.i{ty.width}.{'f32' if v.type == F32 else 'f64'}"
+        f = self.module.globals.get(name) or ll.Function(self.module, ll.FunctionType(ty, [v.type]), name)
+        return self.b.call(f, [v])
+
+    def smax(self, a, c):
+        return self.b.select(self.b.icmp_signed(">", a, c), a, c)
+
+    def smin(self, a, c):
+        return self.b.select(self.b.icmp_signed("<", a, c), a, c)
+
+    def to_i64(self, v):
+        if v.type == I64:
+            return v
+        if v.type == I1:
+            return self.b.zext(v, I64)
+        return self.b.sext(v, I64)
+
+    def int_pow(self, base, exp):
+        """base ** exp for exp >= 0 by repeated squaring."""
+        b = self.b
+        ty = base.type
+        res, bb, ee = (self._entry_alloca(ty) for _ in range(3))
+        b.store(ll.Constant(ty, 1), res)
+        b.store(base, bb)
+        b.store(exp, ee)
+        head = self.llfn.append_basic_block("pow.head")
+        body = self.llfn.append_basic_block("pow.body")
+        done = self.llfn.append_basic_block("pow.done")
+        b.branch(head)
+        b.position_at_end(head)
+        b.cbranch(b.icmp_signed(">", b.load(ee), ll.Constant(ty, 0)), body, done)
+        b.position_at_end(body)
+        e = b.load(ee)
+        odd = b.trunc(b.and_(e, ll.Constant(ty, 1)), I1)
+        r = b.load(res)
+        b.store(b.select(odd, b.mul(r, b.load(bb)), r), res)
+        b.store(b.mul(b.load(bb), b.load(bb)), bb)
+        b.store(b.ashr(e, ll.Constant(ty, 1)), ee)
+        b.branch(head)
+        b.position_at_end(done)
+        return b.load(res)
+
+    def combiner(self, name: str, dtype: str):
+        """A binary scalar function for reductions; float add/mul may be reassociated so loops
+        vectorise (the summation order of a kernel's own reductions is not fixed)."""
+        if name in ("add", "mul") and ir.is_float(dtype):
+            meth = getattr(self.b, "f" + name)
+            return lambda a, c: meth(a, c, flags=("reassoc", "nsz"))
+        if name in ("add", "mul"):
+            return getattr(self.b, name)
+        scalar = PRIMS[name].scalar
+        t = ir.Type(dtype)
+        return lambda a, c: scalar(self, [a, c], [t, t], t, None)
+
+    # ---- errors --------------------------------------------------------------------------
+    def check(self, ok, kind: str, message: str, loc, d1=None, d2=None):
+        """Branch to the error exit with a new site id when `ok` (i1) is false."""
+        if isinstance(ok, ll.Constant) and ok.constant:
+            return
+        self.sites.append(Site(kind, message, loc))
+        sid = len(self.sites)
+        b = self.b
+        bad = self.llfn.append_basic_block("err")
+        good = self.llfn.append_basic_block("ok")
+        b.cbranch(ok, good, bad)
+        b.position_at_end(bad)
+        b.store(ll.Constant(I32, sid), self.status)
+        has_err = b.icmp_unsigned("!=", self.err, ll.Constant(self.err.type, None))
+        with b.if_then(has_err):
+            for k, d in enumerate((ll.Constant(I64, sid), d1, d2)):
+                if d is not None:
+                    b.store(self.to_i64(d), b.gep(self.err, [self.i64(k)]))
+        b.branch(self.fail_block)
+        b.position_at_end(good)
+
+    def check_eq(self, a, c, kind, message, loc):
+        self.check(self.b.icmp_signed("==", a, c), kind, message, loc, a, c)
+
+    def wrap_index(self, i, n, loc, axis=0, check=True):
+        i = self.to_i64(i)
+        w = self.b.select(self.b.icmp_signed("<", i, self.i64(0)), self.b.add(i, n), i)
+        if check:
+            self.check(self.b.icmp_unsigned("<", w, n), "index",
+                       f"index {{0}} is out of bounds for axis {axis} with size {{1}}", loc, i, n)
+        return w
+
+    def clamp_slice_bound(self, v, n):
+        v = self.to_i64(v)
+        v = self.b.select(self.b.icmp_signed("<", v, self.i64(0)), self.b.add(v, n), v)
+        return self.smin(self.smax(v, self.i64(0)), n)
+
+    # ---- memory --------------------------------------------------------------------------
+    def _malloc(self):
+        f = self.module.globals.get("malloc")
+        return f or ll.Function(self.module, ll.FunctionType(PTR, [I64]), "malloc")
+
+    def _free_fn(self):
+        f = self.module.globals.get("free")
+        return f or ll.Function(self.module, ll.FunctionType(ll.VoidType(), [PTR]), "free")
+
+    def _free_slot(self, slot):
+        p = self.b.load(slot)
+        self.b.call(self._free_fn(), [self.b.bitcast(p, PTR)])
+        self.b.store(ll.Constant(slot.type.pointee, None), slot)
+
+    def new_slot(self, dtype: str, scope=None):
+        slot = self._entry_alloca(ll.PointerType(MEMTYPE[dtype]))
+        self.all_slots.append(slot)
+        (scope if scope is not None else self.scopes[-1]).append(slot)
+        return slot
+
+    def allocate(self, dtype: str, dims: list, slot=None) -> ArrayVal:
+        n = self.i64(ITEMSIZE[dtype])
+        for d in dims:
+            n = self.b.mul(n, d)
+        n = self.smax(n, self.i64(1))
+        raw = self.b.call(self._malloc(), [n])
+        self.check(self.b.icmp_unsigned("!=", raw, ll.Constant(PTR, None)), "memory",
+                   "out of memory allocating an array", self.fn.loc, n)
+        ptr = self.b.bitcast(raw, ll.PointerType(MEMTYPE[dtype]))
+        slot = slot if slot is not None else self.new_slot(dtype)
+        self.b.store(ptr, slot)
+        return ArrayVal(dtype, list(dims), ptr=ptr, slot=slot)
+
+    def alloc_array(self, v: ir.Value, dims: list) -> ArrayVal:
+        av = self.allocate(v.type.dtype, dims)
+        self.values[v] = av
+        return av
+
+    def bind_array(self, v: ir.Value, av: ArrayVal):
+        self.values[v] = av
+
+    def flat(self, dims, idx):
+        if not idx:
+            return self.i64(0)
+        off = idx[0]
+        for d, i in zip(dims[1:], idx[1:]):
+            off = self.b.add(self.b.mul(off, d), i)
+        return off
+
+    def load_elem(self, av: ArrayVal, idx):
+        p = self.b.gep(av.ptr, [self.flat(av.dims, idx)], inbounds=True)
+        v = self.b.load(p)
+        return self.b.trunc(v, I1) if av.dtype == "bool" else v
+
+    def store_elem(self, av: ArrayVal, idx, val):
+        p = self.b.gep(av.ptr, [self.flat(av.dims, idx)], inbounds=True)
+        if av.dtype == "bool":
+            val = self.b.zext(val, I8)
+        self.b.store(val, p)
+
+    def elem(self, v: ir.Value, idx):
+        av = self.values[v]
+        if not isinstance(av, ArrayVal):
+            return av
+        if av.lazy is not None:
+            return av.lazy(idx)
+        return self.load_elem(av, idx)
+
+    def set_lazy(self, v: ir.Value, dims, fn, reads=()):
+        closure = set()
+        for r in reads:
+            av = self.values.get(r)
+            if isinstance(av, ArrayVal) and av.lazy is not None:
+                closure |= av.reads
+            else:
+                closure.add(r)
+        self.values[v] = ArrayVal(v.type.dtype, list(dims), lazy=fn, reads=frozenset(closure))
+        if not self.info.fused(v):
+            self.materialize(v)
+
+    def reads(self, v: ir.Value, x: ir.Value) -> bool:
+        av = self.values.get(v)
+        return isinstance(av, ArrayVal) and av.lazy is not None and x in av.reads
+
+    def materialize(self, v: ir.Value) -> ArrayVal:
+        av = self.values[v]
+        if av.ptr is not None:
+            return av
+        out = self.allocate(av.dtype, av.dims)
+        self.loop_nest(av.dims, lambda idx: self.store_elem(out, idx, av.lazy(idx)))
+        self.values[v] = out
+        return out
+
+    def copy_into(self, v: ir.Value, out: ArrayVal):
+        self.loop_nest(out.dims, lambda idx: self.store_elem(out, idx, self.elem(v, idx)))
+
+    def writable_copy(self, op: ir.Op, x: ir.Value) -> ArrayVal:
+        """x's buffer if `op` may update it in place (owned, defined in op's block, dead after op);
+        otherwise a fresh copy."""
+        av = self.values[x]
+        if av.ptr is not None and av.slot is not None and self.info.dead_after(x, op):
+            return ArrayVal(av.dtype, av.dims, ptr=av.ptr, slot=av.slot)
+        out = self.allocate(av.dtype, av.dims)
+        self.copy_into(x, out)
+        return out
+
+    # ---- loops -----------------------------------------------------------------------------
+    def for_range(self, n, body, start=None):
+        """for i in [start, n): body(i), as a canonical counted loop."""
+        b = self.b
+        pre = b.block
+        head = self.llfn.append_basic_block("loop")
+        inner = self.llfn.append_basic_block("body")
+        exit_ = self.llfn.append_basic_block("after")
+        b.branch(head)
+        b.position_at_end(head)
+        i = b.phi(I64)
+        i.add_incoming(start if start is not None else self.i64(0), pre)
+        b.cbranch(b.icmp_signed("<", i, n), inner, exit_)
+        b.position_at_end(inner)
+        body(i)
+        nxt = b.add(i, self.i64(1), flags=("nsw",))
+        i.add_incoming(nxt, b.block)
+        b.branch(head)
+        b.position_at_end(exit_)
+
+    def loop_nest(self, dims, body, idx=()):
+        if len(idx) == len(dims):
+            body(list(idx))
+            return
+        self.for_range(dims[len(idx)], lambda i: self.loop_nest(dims, body, tuple(idx) + (i,)))
+
+    # ---- blocks ------------------------------------------------------------------------------
+    def gen_block(self, block: ir.Block, args):
+        for a, v in zip(block.args, args):
+            self.values[a] = v
+        for op in block.ops:
+            if op.prim in ("yield", "return"):
+                return op
+            self.gen_op(op)
+        return None
+
+    def gen_op(self, op: ir.Op):
+        if op.prim == "return":
+            return
+        prim = PRIMS[op.prim]
+        if prim.kind == "elementwise":
+            self._gen_elementwise(op, prim)
+        elif prim.codegen is not None:
+            prim.codegen(self, op)
+        else:
+            raise UnsupportedError(f"no code generation for primitive '{op.prim}'", op.loc)
+
+    def _gen_elementwise(self, op, prim):
+        tin = [o.type for o in op.operands]
+        tout = op.result.type
+        if tout.is_scalar:
+            self.values[op.result] = prim.scalar(self, [self.values[o] for o in op.operands], tin, tout, op)
+            return
+        rank = tout.rank
+        dims = [None] * rank
+        maps = []
+        for o in op.operands:
+            if o.type.is_scalar:
+                maps.append(None)
+                continue
+            od = self.dims(o)
+            off = rank - o.type.rank
+            static1 = []
+            for k, sym in enumerate(o.type.shape):
+                s1 = sym == 1 and tout.shape[off + k] != 1
+                static1.append(s1)
+                if s1:
+                    continue
+                if dims[off + k] is None:
+                    dims[off + k] = (od[k], sym)
+                elif dims[off + k][1] != sym:
+                    self.check_eq(dims[off + k][0], od[k], "shape",
+                                  "operands could not be broadcast together (extents differ)", op.loc)
+            maps.append((off, static1))
+        dims = [d[0] if d is not None else self.i64(1) for d in dims]
+        scalars = {o: self.values[o] for o in op.operands if o.type.is_scalar}
+        operands = op.operands
+
+        def elem(idx):
+            args = []
+            for o, m in zip(operands, maps):
+                if m is None:
+                    args.append(scalars[o])
+                else:
+                    off, s1 = m
+                    args.append(self.elem(o, [self.i64(0) if s1[k] else idx[off + k] for k in range(len(s1))]))
+            return prim.scalar(self, args, tin, tout, op)
+        self.set_lazy(op.result, dims, elem, reads=[o for o in operands if not o.type.is_scalar])
+
+    def push_scope(self):
+        self.scopes.append([])
+
+    def pop_scope(self):
+        for slot in self.scopes.pop():
+            self._free_slot(slot)
+
+    def emit_return(self, op: ir.Op):
+        args = self.llfn.args
+        for v, k in zip(op.operands, self.out_slots):
+            if v.type.is_scalar:
+                val = self.values[v]
+                if v.type.dtype == "bool":
+                    val = self.b.zext(val, I8)
+                self.b.store(val, args[k])
+                continue
+            got = self.dims(v)
+            out_dims = list(args[k + 1:k + 1 + v.type.rank])
+            for d, g in zip(out_dims, got):
+                self.check_eq(d, g, "shape", "output buffer has the wrong extent", self.fn.loc)
+            self.copy_into(v, ArrayVal(v.type.dtype, out_dims, ptr=args[k]))
+        self.pop_scope()
+        self.b.ret(ll.Constant(I32, 0))
+
+
+def generate(module: ll.Module, fn: ir.Function, symbol: str, boundscheck: bool = True) -> FunctionCodegen:
+    cg = FunctionCodegen(module, fn, symbol, boundscheck)
+    cg.build()
+    return cg

@@ -1,0 +1,62 @@
+"""Source locations and the compiler's exceptions, formatted as `file:line:col: error: ...`."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Loc:
+    """Where an IR op came from: file, 1-based line and column, and that source line's text."""
+    filename: str = "<unknown>"
+    line: int = 0
+    col: int = 0
+    text: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.filename}:{self.line}:{self.col}"
+
+    def caret(self) -> str:
+        if not self.text:
+            return ""
+        return f"    {self.text}\n    {' ' * max(self.col - 1, 0)}^"
+
+
+UNKNOWN = Loc()
+
+
+def format_diagnostic(message: str, loc: Loc | None, kind: str = "error") -> str:
+    if loc is None or loc.line == 0:
+        return f"{kind}: {message}"
+    text = f"{loc}: {kind}: {message}"
+    caret = loc.caret()
+    return text + ("\n" + caret if caret else "")
+
+
+class DslcError(Exception):
+    """Base of every error dslc reports about a user's kernel; `str()` is the full diagnostic."""
+
+    def __init__(self, message: str, loc: Loc | None = None):
+        self.message = message
+        self.loc = loc
+        super().__init__(format_diagnostic(message, loc))
+
+
+class DslSyntaxError(DslcError, SyntaxError):
+    def __str__(self):
+        return format_diagnostic(self.message, self.loc)
+
+
+class DslNameError(DslcError, NameError):
+    pass
+
+
+class DslTypeError(DslcError, TypeError):
+    pass
+
+
+class DslValueError(DslcError, ValueError):
+    pass
+
+
+class UnsupportedError(DslcError, NotImplementedError):
+    """A construct the language does not support, or a primitive without the rule asked for."""

@@ -1,0 +1,81 @@
+"""From an IR function to a callable entry point: simplify, verify, LLVM, JIT (or the disk cache)."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from . import cache, ir
+from .codegen import llvm as backend
+from .diagnostics import DslTypeError
+from .ir import dim_is_opaque, dim_to_json
+from .passes import simplify
+
+VERSION = "0.1.0"
+_compile_lock = threading.Lock()
+
+
+@dataclass
+class Compiled:
+    symbol: str
+    signature: dict
+    c_address: int
+    py_address: int
+
+
+def prepare(fn: ir.Function) -> ir.Function:
+    simplify(fn)
+    ir.verify(fn)
+    return fn
+
+
+def signature_of(fn: ir.Function, symbol: str, sites) -> dict:
+    params = [{"name": n, "dtype": p.type.dtype, "dims": [dim_to_json(d) for d in p.type.shape]}
+              for n, p in zip(fn.param_names, fn.params)]
+    outputs = []
+    for k, t in enumerate(fn.result_types):
+        for d in t.shape:
+            if dim_is_opaque(d):
+                raise DslTypeError(
+                    f"the shape of return value {k} ({t}) depends on values computed inside the kernel; "
+                    "an output's extents must follow from the arguments' shapes and integer arguments "
+                    "(slice with bounds taken from them, or write into an array of a known size)", fn.loc)
+        outputs.append({"name": fn.result_names[k] if k < len(fn.result_names) else f"out{k}",
+                        "dtype": t.dtype, "dims": [dim_to_json(d) for d in t.shape]})
+    return {"name": fn.name, "symbol": symbol, "abi": 1, "params": params, "outputs": outputs,
+            "tuple_result": fn.tuple_result,
+            "sites": [{"kind": s.kind, "message": s.message, "file": s.loc.filename, "line": s.loc.line,
+                       "col": s.loc.col, "text": s.loc.text} for s in sites]}
+
+
+def cache_key(fn: ir.Function, boundscheck: bool) -> str:
+    import llvmlite.binding as llvm
+    backend.initialise()
+    return cache.key_for(VERSION, backend.toolchain_version(), llvm.get_host_cpu_name(),
+                         llvm.get_host_cpu_features().flatten(), str(boundscheck), ir.print_function(fn),
+                         fn.loc.filename, str(fn.loc.line))
+
+
+def compile_function(fn: ir.Function, boundscheck: bool = True, use_cache: bool = True) -> Compiled:
+    """JIT-compile a prepared function (looking in the disk cache first)."""
+    key = cache_key(fn, boundscheck)
+    symbol = f"dslc_{fn.name}_{key[:16]}"
+    jit = backend.get_jit()
+    with _compile_lock:
+        addr = jit.address(symbol)
+        if addr:
+            return Compiled(symbol, jit.signatures[symbol], addr, jit.address(symbol + "__py"))
+        hit = cache.load(key) if use_cache else None
+        if hit is not None:
+            obj, meta = hit
+            jit.add_object(symbol, obj)
+            sig = meta["signature"]
+        else:
+            module, sites = backend.build_module(fn, symbol, boundscheck, name=symbol)
+            sig = signature_of(fn, symbol, sites)
+            ref = backend.parse_and_optimise(module, jit.tm)
+            ref.name = symbol
+            obj = jit.add_llvm(ref)
+            if use_cache and obj:
+                cache.store(key, obj, {"signature": sig})
+        jit.signatures[symbol] = sig
+        return Compiled(symbol, sig, jit.address(symbol), jit.address(symbol + "__py"))

@@ -1,0 +1,399 @@
+"""Array primitives: constants, extents, broadcasts, reductions, matmul, transpose, element and
+slice loads, element and slice stores. Type rule and LLVM lowering side by side.
+
+Index specs (`spec` attr of index/slice/store/add_at): one letter per axis of the array,
+`i` (an integer index: the axis is dropped), `s` (a `start:stop` range: two operands),
+`a` (the whole axis). Indices follow Python: negative ones count from the end; ranges clamp.
+"""
+from __future__ import annotations
+
+from llvmlite import ir as ll
+
+from ..ir import Type, dim_op, fresh_dim, is_float, is_int
+from . import TypeRuleError, defprim, rule
+
+
+# ---- const, dim ---------------------------------------------------------------------------
+def _infer_const(operands, attrs):
+    return [Type(attrs["dtype"], (), attrs.get("weak", False))]
+
+
+defprim("const", _infer_const)
+
+
+@rule("const", "codegen")
+def _const_cg(cg, op):
+    cg.set(op.result, cg.constant(op.attrs["value"], op.attrs["dtype"]))
+
+
+defprim("dim", lambda ops, attrs: [Type("i64")])
+
+
+@rule("dim", "codegen")
+def _dim_cg(cg, op):
+    cg.set(op.result, cg.dims(op.operands[0])[op.attrs["axis"]])
+
+
+# ---- broadcast_in_dim -----------------------------------------------------------------------
+def _infer_bcast(operands, attrs):
+    x, dims = operands[0], operands[1:]
+    shape = attrs["shape"]
+    if len(dims) != len(shape):
+        raise TypeRuleError("broadcast_in_dim: one extent operand per result axis")
+    bd = attrs["bdims"]
+    if len(bd) != x.type.rank:
+        raise TypeRuleError("broadcast_in_dim: bdims must map every operand axis")
+    for k, a in enumerate(bd):
+        d = x.type.shape[k]
+        if d != 1 and isinstance(d, int) and isinstance(shape[a], int) and d != shape[a]:
+            raise TypeRuleError(f"cannot broadcast extent {d} to {shape[a]}")
+    return [Type(x.type.dtype, tuple(shape))]
+
+
+defprim("broadcast_in_dim", _infer_bcast, kind="view")
+
+
+@rule("broadcast_in_dim", "codegen")
+def _bcast_cg(cg, op):
+    x, dims = op.operands[0], [cg.get(d) for d in op.operands[1:]]
+    bd = op.attrs["bdims"]
+    if x.type.is_scalar:
+        s = cg.get(x)
+        cg.set_lazy(op.result, dims, lambda idx: s, reads=())
+        return
+    xdims = cg.dims(x)
+    static1 = [x.type.shape[k] == 1 for k in range(x.type.rank)]
+    for k, a in enumerate(bd):
+        if not static1[k] and x.type.shape[k] != op.attrs["shape"][a]:
+            cg.check_eq(xdims[k], dims[a], "shape", "extent mismatch in broadcast", op.loc)
+
+    def elem(idx):
+        return cg.elem(x, [cg.i64(0) if static1[k] else idx[a] for k, a in enumerate(bd)])
+    cg.set_lazy(op.result, dims, elem, reads=(x,))
+
+
+# ---- reductions --------------------------------------------------------------------------------
+def _infer_reduce(operands, attrs):
+    (x,) = operands
+    axes = attrs["axes"]
+    if x.type.dtype == "bool":
+        raise TypeRuleError("cannot reduce a bool array; cast it first")
+    keep = [d for k, d in enumerate(x.type.shape) if k not in axes]
+    return [Type(x.type.dtype, tuple(keep))]
+
+
+_REDUCERS = {
+    "reduce_sum": ("add", 0),
+    "reduce_prod": ("mul", 1),
+    "reduce_max": ("maximum", "-inf"),
+    "reduce_min": ("minimum", "+inf"),
+}
+
+for _name in _REDUCERS:
+    defprim(_name, _infer_reduce, kind="reduce")
+
+
+def _reduce_cg(cg, op):
+    (x,) = op.operands
+    combine, ident = _REDUCERS[op.prim]
+    dt = x.type.dtype
+    axes = op.attrs["axes"]
+    xdims = cg.dims(x)
+    if ident in ("-inf", "+inf"):
+        total = cg.i64(1)
+        for a in axes:
+            total = cg.b.mul(total, xdims[a])
+        cg.check(cg.b.icmp_signed(">", total, cg.i64(0)), "value",
+                 f"zero-size array to reduction operation {op.prim[7:]} which has no identity", op.loc)
+        init = cg.extreme(dt, ident == "+inf")
+    else:
+        init = cg.constant(ident, dt)
+    fold = cg.combiner(combine, dt)
+    if op.result.type.is_scalar:
+        acc = cg.alloca_scalar(dt, init)
+        cg.loop_nest(xdims, lambda idx: cg.b.store(fold(cg.b.load(acc), cg.elem(x, idx)), acc))
+        cg.set(op.result, cg.b.load(acc))
+        return
+    keep = [k for k in range(x.type.rank) if k not in axes]
+    out = cg.alloc_array(op.result, [xdims[k] for k in keep])
+    cg.loop_nest(out.dims, lambda idx: cg.store_elem(out, idx, init))
+
+    def body(idx):
+        oi = [idx[k] for k in keep]
+        cg.store_elem(out, oi, fold(cg.load_elem(out, oi), cg.elem(x, idx)))
+    cg.loop_nest(xdims, body)
+
+
+for _name in _REDUCERS:
+    rule(_name, "codegen")(_reduce_cg)
+
+
+# ---- matmul, transpose -------------------------------------------------------------------------
+def _infer_matmul(operands, attrs):
+    a, b = operands
+    if a.type.dtype != b.type.dtype:
+        raise TypeRuleError("matmul operands must have one dtype")
+    if a.type.rank not in (1, 2) or b.type.rank not in (1, 2):
+        raise TypeRuleError(f"'@' needs vectors or matrices, got {a.type} @ {b.type}")
+    ka = a.type.shape[-1]
+    kb = b.type.shape[0]
+    if isinstance(ka, int) and isinstance(kb, int) and ka != kb:
+        raise TypeRuleError(f"'@': inner extents differ ({ka} vs {kb}) in {a.type} @ {b.type}")
+    shape = a.type.shape[:-1] + b.type.shape[1:]
+    return [Type(a.type.dtype, shape)]
+
+
+defprim("matmul", _infer_matmul, linear=(0, 1))
+
+
+@rule("matmul", "codegen")
+def _matmul_cg(cg, op):
+    a, b = op.operands
+    A, B = cg.materialize(a), cg.materialize(b)
+    dt = a.type.dtype
+    ka, kb = A.dims[-1], B.dims[0]
+    if a.type.shape[-1] != b.type.shape[0]:
+        cg.check_eq(ka, kb, "shape", "inner extents of '@' differ", op.loc)
+    mul, add = cg.combiner("mul", dt), cg.combiner("add", dt)
+    zero = cg.constant(0, dt)
+    if a.type.rank == 1 and b.type.rank == 1:
+        acc = cg.alloca_scalar(dt, zero)
+        cg.for_range(ka, lambda p: cg.b.store(add(cg.b.load(acc), mul(cg.load_elem(A, [p]), cg.load_elem(B, [p]))), acc))
+        cg.set(op.result, cg.b.load(acc))
+        return
+    if a.type.rank == 2 and b.type.rank == 1:
+        out = cg.alloc_array(op.result, [A.dims[0]])
+
+        def row(i):
+            acc = cg.alloca_scalar(dt, zero)
+            cg.for_range(ka, lambda p: cg.b.store(add(cg.b.load(acc), mul(cg.load_elem(A, [i, p]), cg.load_elem(B, [p]))), acc))
+            cg.store_elem(out, [i], cg.b.load(acc))
+        cg.for_range(A.dims[0], row)
+        return
+    # (m,k)@(k,n) and (k)@(k,n): i-p-j order so the inner loop streams rows of B and out
+    rows = [A.dims[0]] if a.type.rank == 2 else []
+    out = cg.alloc_array(op.result, rows + [B.dims[1]])
+    cg.loop_nest(out.dims, lambda idx: cg.store_elem(out, idx, zero))
+
+    def outer(ri):
+        def mid(p):
+            av = cg.load_elem(A, ri + [p])
+            cg.for_range(B.dims[1], lambda j: cg.store_elem(
+                out, ri + [j], add(cg.load_elem(out, ri + [j]), mul(av, cg.load_elem(B, [p, j])))))
+        cg.for_range(ka, mid)
+    if rows:
+        cg.for_range(A.dims[0], lambda i: outer([i]))
+    else:
+        outer([])
+
+
+def _infer_transpose(operands, attrs):
+    (x,) = operands
+    perm = attrs["perm"]
+    if sorted(perm) != list(range(x.type.rank)):
+        raise TypeRuleError(f"bad permutation {perm} for {x.type}")
+    return [Type(x.type.dtype, tuple(x.type.shape[p] for p in perm))]
+
+
+defprim("transpose", _infer_transpose, kind="view", linear=(0,))
+
+
+@rule("transpose", "codegen")
+def _transpose_cg(cg, op):
+    (x,) = op.operands
+    perm = op.attrs["perm"]
+    xd = cg.dims(x)
+    inv = [perm.index(k) for k in range(len(perm))]
+    cg.set_lazy(op.result, [xd[p] for p in perm], lambda idx: cg.elem(x, [idx[inv[k]] for k in range(len(perm))]),
+                reads=(x,))
+
+
+# ---- indexing ---------------------------------------------------------------------------------
+def _spec_operands(spec):
+    return sum({"i": 1, "s": 2, "a": 0}[c] for c in spec)
+
+
+def _check_spec(x, spec, idx_ops):
+    if len(spec) != x.type.rank:
+        raise TypeRuleError(f"{x.type.rank}-d array indexed with {len(spec)} indices")
+    if len(idx_ops) != _spec_operands(spec):
+        raise TypeRuleError("index operand count does not match the spec")
+    for o in idx_ops:
+        if not (is_int(o.type.dtype) and o.type.is_scalar):
+            raise TypeRuleError(f"indices must be integer scalars, got {o.type}")
+
+
+def slice_extent(start_sym, stop_sym, n):
+    """The symbolic extent of `x[start:stop]` on an axis of extent n (Python's clamping), or a
+    fresh opaque dim when a bound is unknown or may be negative."""
+    def norm(s):
+        if s is None:
+            return None
+        if isinstance(s, int):
+            if s < 0:
+                return dim_op("max", dim_op("add", n, s), 0)
+            return dim_op("min", s, n) if not isinstance(n, int) else min(s, n)
+        if isinstance(s, str) and not s.startswith("?"):
+            return dim_op("min", s, n) if s != n else n
+        return None
+    a, b = norm(start_sym), norm(stop_sym)
+    if a is None or b is None:
+        return fresh_dim()
+    return dim_op("max", dim_op("sub", b, a), 0)
+
+
+def _result_shape(x, spec, idx_ops):
+    shape, k = [], 0
+    for ax, c in enumerate(spec):
+        n = x.type.shape[ax]
+        if c == "i":
+            k += 1
+        elif c == "s":
+            shape.append(slice_extent(idx_ops[k].sym, idx_ops[k + 1].sym, n))
+            k += 2
+        else:
+            shape.append(n)
+    return tuple(shape)
+
+
+def _infer_index(operands, attrs):
+    x, idx = operands[0], operands[1:]
+    _check_spec(x, attrs["spec"], idx)
+    if "s" in attrs["spec"] or "a" in attrs["spec"]:
+        raise TypeRuleError("index: every axis must be indexed by an integer")
+    return [Type(x.type.dtype)]
+
+
+def _infer_slice(operands, attrs):
+    x, idx = operands[0], operands[1:]
+    _check_spec(x, attrs["spec"], idx)
+    return [Type(x.type.dtype, _result_shape(x, attrs["spec"], idx))]
+
+
+def _infer_store(operands, attrs):
+    x, v, idx = operands[0], operands[1], operands[2:]
+    _check_spec(x, attrs["spec"], idx)
+    target = _result_shape(x, attrs["spec"], idx)
+    if v.type.dtype != x.type.dtype:
+        raise TypeRuleError(f"cannot store {v.type.dtype} into a {x.type.dtype} array")
+    if v.type.rank > len(target):
+        raise TypeRuleError(f"cannot store a value of shape {v.type.shape} into a slice of rank {len(target)}")
+    for dv, dt in zip(reversed(v.type.shape), reversed(target)):
+        if dv != 1 and isinstance(dv, int) and isinstance(dt, int) and dv != dt:
+            raise TypeRuleError(f"cannot store a value of extent {dv} into a slice of extent {dt}")
+    return [x.type.strong()]
+
+
+defprim("index", _infer_index, kind="index")
+defprim("slice", _infer_slice, kind="view", linear=(0,))
+defprim("store", _infer_store, linear=(0, 1))
+defprim("add_at", _infer_store, linear=(0, 1))
+
+
+def resolve_spec(cg, op, x, spec, idx_vals, check_bounds=True):
+    """Normalise Python indices against the run-time extents: per axis ('i', index) or
+    ('s', start, extent) or ('a', extent); also returns the result dims."""
+    xd = cg.dims(x)
+    out, dims, k = [], [], 0
+    for ax, c in enumerate(spec):
+        n = xd[ax]
+        if c == "i":
+            i = cg.wrap_index(idx_vals[k], n, op.loc, axis=ax, check=check_bounds)
+            out.append(("i", i))
+            k += 1
+        elif c == "s":
+            start = cg.clamp_slice_bound(idx_vals[k], n)
+            stop = cg.clamp_slice_bound(idx_vals[k + 1], n)
+            ext = cg.smax(cg.b.sub(stop, start), cg.i64(0))
+            out.append(("s", start, ext))
+            dims.append(ext)
+            k += 2
+        else:
+            out.append(("a", n))
+            dims.append(n)
+    return out, dims
+
+
+def spec_source_index(parts, idx):
+    """Map an index into the sliced result back to the source array's index."""
+    res, j = [], 0
+    for p in parts:
+        if p[0] == "i":
+            res.append(p[1])
+        elif p[0] == "s":
+            res.append(None if idx is None else ("add", p[1], idx[j]))
+            j += 1
+        else:
+            res.append(None if idx is None else ("id", idx[j]))
+            j += 1
+    return res
+
+
+@rule("index", "codegen")
+def _index_cg(cg, op):
+    x = op.operands[0]
+    idx = [cg.get(v) for v in op.operands[1:]]
+    parts, _ = resolve_spec(cg, op, x, op.attrs["spec"], idx, cg.boundscheck)
+    cg.set(op.result, cg.elem(x, [p[1] for p in parts]))
+
+
+def _source_idx(cg, parts, idx):
+    out, j = [], 0
+    for p in parts:
+        if p[0] == "i":
+            out.append(p[1])
+        elif p[0] == "s":
+            out.append(cg.b.add(p[1], idx[j]))
+            j += 1
+        else:
+            out.append(idx[j])
+            j += 1
+    return out
+
+
+@rule("slice", "codegen")
+def _slice_cg(cg, op):
+    x = op.operands[0]
+    idx = [cg.get(v) for v in op.operands[1:]]
+    parts, dims = resolve_spec(cg, op, x, op.attrs["spec"], idx, cg.boundscheck)
+    cg.set_lazy(op.result, dims, lambda i: cg.elem(x, _source_idx(cg, parts, i)), reads=(x,))
+
+
+def _store_like_cg(cg, op):
+    x, v = op.operands[0], op.operands[1]
+    idx = [cg.get(o) for o in op.operands[2:]]
+    parts, dims = resolve_spec(cg, op, x, op.attrs["spec"], idx, cg.boundscheck)
+    dst = cg.writable_copy(op, x)            # in place when x is dead afterwards, else a copy
+    vd = cg.dims(v) if not v.type.is_scalar else []
+    target_shape = _result_shape(x, op.attrs["spec"], op.operands[2:])
+    for k in range(len(vd)):
+        dv, dt_ = v.type.shape[-1 - k], target_shape[-1 - k]
+        if dv != 1 and dv != dt_:
+            cg.check_eq(vd[-1 - k], dims[-1 - k], "shape",
+                        "the stored value's shape does not match the slice", op.loc)
+    if v.type.is_scalar:
+        val = cg.get(v)
+        get_v = lambda i: val
+    else:
+        if cg.reads(v, x):
+            cg.materialize(v)
+        static1 = [d == 1 for d in v.type.shape]
+        off = len(dims) - len(vd)
+        get_v = lambda i: cg.elem(v, [cg.i64(0) if static1[k] else i[off + k] for k in range(len(vd))])
+    add = cg.combiner("add", x.type.dtype) if op.prim == "add_at" else None
+
+    def body(i):
+        si = _source_idx(cg, parts, i)
+        val = get_v(i)
+        if add is not None:
+            val = add(cg.load_elem(dst, si), val)
+        cg.store_elem(dst, si, val)
+    cg.loop_nest(dims, body)
+    cg.bind_array(op.result, dst)
+
+
+rule("store", "codegen")(_store_like_cg)
+rule("add_at", "codegen")(_store_like_cg)
+
+__all__ = ["slice_extent", "is_float"]
+_ = ll

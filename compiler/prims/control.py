@@ -1,0 +1,211 @@
+"""Structured control flow: `for` (counted, loop-carried values), `while`, `if` with results.
+
+    for(lo, hi, step, *init)   region0(i, *carried) -> yield(*next)          results: carried
+    while(*init)               region0(*carried) -> yield(cond: bool)
+                               region1(*carried) -> yield(*next)             results: carried
+    if(cond)                   region0() -> yield(*r)   region1() -> yield(*r)  results: r
+
+Array carries live in loop-owned buffers: an iteration that updates a carry in place leaves the
+buffer where it is; a freshly computed value is moved in (the old buffer is freed), never copied.
+"""
+from __future__ import annotations
+
+from llvmlite import ir as ll
+
+from ..ir import Type
+from . import TypeRuleError, defprim, rule
+
+
+def _infer_from_attrs(operands, attrs):
+    return list(attrs["types"])
+
+
+def _check_yield(block, types, what):
+    ys = block.terminator.operands
+    if [y.type.strong() for y in ys] != [t.strong() for t in types]:
+        raise TypeRuleError(f"{what}: yields {[str(y.type) for y in ys]}, expected {[str(t) for t in types]}")
+
+
+def _verify_for(op):
+    lo, hi, step = op.operands[:3]
+    for v in (lo, hi, step):
+        if v.type != Type("i64"):
+            raise TypeRuleError("for: bounds must be i64 scalars")
+    body = op.regions[0]
+    if len(body.args) != 1 + len(op.results):
+        raise TypeRuleError("for: region takes the index and the carried values")
+    _check_yield(body, [r.type for r in op.results], "for")
+
+
+def _verify_while(op):
+    cond, body = op.regions
+    _check_yield(cond, [Type("bool")], "while condition")
+    _check_yield(body, [r.type for r in op.results], "while body")
+
+
+def _verify_if(op):
+    for reg in op.regions:
+        _check_yield(reg, [r.type for r in op.results], "if")
+
+
+defprim("for", _infer_from_attrs, kind="control", verify=_verify_for)
+defprim("while", _infer_from_attrs, kind="control", verify=_verify_while)
+defprim("if", _infer_from_attrs, kind="control", verify=_verify_if)
+
+
+# ---- code generation ----------------------------------------------------------------------
+class _Carries:
+    """Storage for loop-carried or branch-result values: a scalar slot, or a buffer slot + dims."""
+
+    def __init__(self, cg, values):
+        from ..codegen.function import LLTYPE, I64
+        self.cg = cg
+        self.types = [v.type for v in values]
+        self.slots = []
+        for t in self.types:
+            if t.is_scalar:
+                self.slots.append(cg._entry_alloca(LLTYPE[t.dtype]))
+            else:
+                buf = cg.new_slot(t.dtype)
+                self.slots.append((buf, [cg._entry_alloca(I64) for _ in range(t.rank)]))
+
+    def load(self):
+        from ..codegen.function import ArrayVal
+        cg, out = self.cg, []
+        for t, s in zip(self.types, self.slots):
+            if t.is_scalar:
+                out.append(cg.b.load(s))
+            else:
+                buf, dslots = s
+                out.append(ArrayVal(t.dtype, [cg.b.load(d) for d in dslots], ptr=cg.b.load(buf), slot=buf))
+        return out
+
+    def store_initial(self, values, owner_op):
+        """Fill the slots from values defined outside the region (moved when dead, else copied)."""
+        cg = self.cg
+        for v, t, s in zip(values, self.types, self.slots):
+            if t.is_scalar:
+                cg.b.store(cg.get(v), s)
+                continue
+            buf, dslots = s
+            av = cg.get(v)
+            if av.ptr is not None and av.slot is not None and cg.info.dead_after(v, owner_op) \
+                    and sum(x is v for x in values) == 1:
+                cg.b.store(av.ptr, buf)
+                cg.b.store(ll.Constant(av.slot.type.pointee, None), av.slot)
+            else:
+                new = cg.allocate(t.dtype, av.dims, slot=buf)
+                cg.copy_into(v, new)
+            for d, ds in zip(av.dims, dslots):
+                cg.b.store(d, ds)
+
+    def store_next(self, values, region_args, scope):
+        """At a yield: move or copy each new value into its slot, freeing replaced buffers."""
+        cg = self.cg
+        plans = []
+        for k, (v, t, s) in enumerate(zip(values, self.types, self.slots)):
+            if t.is_scalar:
+                plans.append(("scalar", cg.get(v)))
+                continue
+            buf, dslots = s
+            av = cg.get(v)
+            if av.slot is buf and av.ptr is not None:
+                plans.append(("keep", av))
+            elif av.ptr is not None and av.slot is not None and av.slot in scope \
+                    and sum(x is v for x in values) == 1:
+                plans.append(("move", av))
+            else:
+                new = cg.allocate(t.dtype, av.dims, slot=cg.new_slot(t.dtype, scope))
+                cg.copy_into(v, new)
+                plans.append(("move", new))
+        # every new value is computed before any old buffer is released
+        for (kind, x), t, s in zip(plans, self.types, self.slots):
+            if kind == "scalar":
+                cg.b.store(x, s)
+                continue
+            buf, dslots = s
+            if kind == "move":
+                cg._free_slot(buf)
+                cg.b.store(x.ptr, buf)
+                cg.b.store(ll.Constant(x.slot.type.pointee, None), x.slot)
+            for d, ds in zip(x.dims, dslots):
+                cg.b.store(d, ds)
+
+
+@rule("for", "codegen")
+def _for_cg(cg, op):
+    b = cg.b
+    lo, hi, step = (cg.get(v) for v in op.operands[:3])
+    inits = op.operands[3:]
+    cg.check(b.icmp_signed("!=", step, cg.i64(0)), "value", "range() arg 3 must not be zero", op.loc)
+    carries = _Carries(cg, op.results)
+    carries.store_initial(inits, op)
+    ivar = cg._entry_alloca(lo.type)
+    b.store(lo, ivar)
+    head = cg.llfn.append_basic_block("for.head")
+    body = cg.llfn.append_basic_block("for.body")
+    done = cg.llfn.append_basic_block("for.done")
+    b.branch(head)
+    b.position_at_end(head)
+    i = b.load(ivar)
+    up = b.icmp_signed(">", step, cg.i64(0))
+    go = b.select(up, b.icmp_signed("<", i, hi), b.icmp_signed(">", i, hi))
+    b.cbranch(go, body, done)
+    b.position_at_end(body)
+    cg.push_scope()
+    region = op.regions[0]
+    term = cg.gen_block(region, [i] + carries.load())
+    carries.store_next(term.operands, region.args, cg.scopes[-1])
+    cg.pop_scope()
+    b.store(b.add(i, step), ivar)
+    b.branch(head)
+    b.position_at_end(done)
+    for r, v in zip(op.results, carries.load()):
+        cg.set(r, v)
+
+
+@rule("while", "codegen")
+def _while_cg(cg, op):
+    b = cg.b
+    carries = _Carries(cg, op.results)
+    carries.store_initial(op.operands, op)
+    head = cg.llfn.append_basic_block("while.head")
+    body = cg.llfn.append_basic_block("while.body")
+    done = cg.llfn.append_basic_block("while.done")
+    b.branch(head)
+    b.position_at_end(head)
+    cond_region, body_region = op.regions
+    cg.push_scope()
+    term = cg.gen_block(cond_region, carries.load())
+    c = cg.get(term.operands[0])
+    cg.pop_scope()
+    b.cbranch(c, body, done)
+    b.position_at_end(body)
+    cg.push_scope()
+    term = cg.gen_block(body_region, carries.load())
+    carries.store_next(term.operands, body_region.args, cg.scopes[-1])
+    cg.pop_scope()
+    b.branch(head)
+    b.position_at_end(done)
+    for r, v in zip(op.results, carries.load()):
+        cg.set(r, v)
+
+
+@rule("if", "codegen")
+def _if_cg(cg, op):
+    b = cg.b
+    results = _Carries(cg, op.results)
+    then_bb = cg.llfn.append_basic_block("if.then")
+    else_bb = cg.llfn.append_basic_block("if.else")
+    done = cg.llfn.append_basic_block("if.done")
+    b.cbranch(cg.get(op.operands[0]), then_bb, else_bb)
+    for region, bb in zip(op.regions, (then_bb, else_bb)):
+        b.position_at_end(bb)
+        cg.push_scope()
+        term = cg.gen_block(region, [])
+        results.store_next(term.operands, [], cg.scopes[-1])
+        cg.pop_scope()
+        b.branch(done)
+    b.position_at_end(done)
+    for r, v in zip(op.results, results.load()):
+        cg.set(r, v)

@@ -1,0 +1,295 @@
+"""Elementwise primitives (NumPy broadcasting over arrays; rank-0 operands are scalars).
+
+Each is defined with its type rule and its scalar LLVM lowering; code generation applies the
+scalar lowering inside fused loops. Operands reach an elementwise op already promoted to one
+dtype (the builder inserts casts), so the rules here only decide shapes and result dtypes.
+"""
+from __future__ import annotations
+
+from llvmlite import ir as ll
+
+from ..ir import Type, is_float, is_int
+from . import TypeRuleError, defprim
+
+
+def broadcast_shapes(shapes):
+    """NumPy broadcasting of symbolic shapes. Dims that are equal only at run time are checked then."""
+    rank = max((len(s) for s in shapes), default=0)
+    out = []
+    for k in range(rank):
+        dims = [s[len(s) - rank + k] for s in shapes if len(s) - rank + k >= 0]
+        dims = [d for d in dims if d != 1] or [1]
+        lits = {d for d in dims if isinstance(d, int)}
+        if len(lits) > 1:
+            raise TypeRuleError(f"shapes {' and '.join(_shape_str(s) for s in shapes)} cannot be broadcast together")
+        out.append(next(iter(lits)) if lits else dims[0])
+    return tuple(out)
+
+
+def _shape_str(s):
+    from ..ir import dim_str
+    return "(" + ", ".join(dim_str(d) for d in s) + ("," if len(s) == 1 else "") + ")"
+
+
+def _same_dtype(operands):
+    dts = {o.type.dtype for o in operands}
+    if len(dts) != 1:
+        raise TypeRuleError(f"operands of different dtypes {sorted(dts)} (the builder should have cast them)")
+    return dts.pop()
+
+
+def _weak(operands):
+    return all(o.type.weak for o in operands)
+
+
+def _infer_same(operands, attrs):
+    dt = _same_dtype(operands)
+    shape = broadcast_shapes([o.type.shape for o in operands])
+    return [Type(dt, shape, _weak(operands) and not shape)]
+
+
+def _infer_bool(operands, attrs):
+    _same_dtype(operands)
+    return [Type("bool", broadcast_shapes([o.type.shape for o in operands]))]
+
+
+def _infer_float_only(name):
+    def infer(operands, attrs):
+        (x,) = operands
+        if not is_float(x.type.dtype):
+            raise TypeRuleError(f"{name}() needs a floating-point argument, got {x.type}")
+        return [x.type]
+    return infer
+
+
+def _infer_logical(operands, attrs):
+    for o in operands:
+        if o.type.dtype != "bool":
+            raise TypeRuleError(f"logical operator needs bool operands, got {o.type}")
+    return _infer_same(operands, attrs)
+
+
+def _infer_select(operands, attrs):
+    c, a, b = operands
+    if c.type.dtype != "bool":
+        raise TypeRuleError(f"where(): the condition must be bool, got {c.type}")
+    dt = _same_dtype([a, b])
+    shape = broadcast_shapes([c.type.shape, a.type.shape, b.type.shape])
+    return [Type(dt, shape, a.type.weak and b.type.weak and not shape)]
+
+
+def _infer_cast(operands, attrs):
+    (x,) = operands
+    return [Type(attrs["dtype"], x.type.shape)]
+
+
+# ---- scalar lowering helpers ---------------------------------------------------------
+def _f(fl, il):
+    """Pick the float or integer builder method by the operand dtype."""
+    def emit(cg, args, tin, tout, op):
+        meth = fl if is_float(tin[0].dtype) else il
+        return getattr(cg.b, meth)(*args)
+    return emit
+
+
+def _math(name):
+    def emit(cg, args, tin, tout, op):
+        return cg.call_math(name, tin[0].dtype, args)
+    return emit
+
+
+def _fcmp(pred, ipred=None, upred=None):
+    ipred = ipred or pred
+
+    def emit(cg, args, tin, tout, op):
+        dt = tin[0].dtype
+        if is_float(dt):
+            if upred:
+                return cg.b.fcmp_unordered(upred, *args)
+            return cg.b.fcmp_ordered(pred, *args)
+        if dt == "bool":
+            return cg.b.icmp_unsigned(ipred, *args)
+        return cg.b.icmp_signed(ipred, *args)
+    return emit
+
+
+def _int_floordiv_mod(cg, a, b, op, want):
+    """Python's floor division / modulo for signed ints; division by zero raises."""
+    zero = ll.Constant(a.type, 0)
+    cg.check(cg.b.icmp_signed("!=", b, zero), "zerodiv", "integer division or modulo by zero", op.loc)
+    # INT_MIN // -1 overflows in LLVM (UB); Python gives a big int, we wrap like NumPy.
+    minus1 = ll.Constant(a.type, -1)
+    is_m1 = cg.b.icmp_signed("==", b, minus1)
+    safe_b = cg.b.select(is_m1, ll.Constant(a.type, 1), b)
+    q = cg.b.sdiv(a, safe_b)
+    r = cg.b.srem(a, safe_b)
+    adjust = cg.b.and_(cg.b.icmp_signed("!=", r, zero),
+                       cg.b.icmp_signed("<", cg.b.xor(r, b), zero))
+    if want == "div":
+        q = cg.b.select(adjust, cg.b.sub(q, ll.Constant(a.type, 1)), q)
+        return cg.b.select(is_m1, cg.b.neg(a), q)
+    r = cg.b.select(adjust, cg.b.add(r, b), r)
+    return cg.b.select(is_m1, zero, r)
+
+
+def _floordiv(cg, args, tin, tout, op):
+    a, b = args
+    if not is_float(tin[0].dtype):
+        return _int_floordiv_mod(cg, a, b, op, "div")
+    # NumPy's npy_divmod: exact floor of the true quotient, IEEE results for b == 0.
+    bd = cg.b
+    mod = bd.frem(a, b)
+    div = bd.fdiv(bd.fsub(a, mod), b)
+    zero = ll.Constant(a.type, 0.0)
+    fix = bd.and_(bd.fcmp_unordered("!=", mod, zero),
+                  bd.xor(bd.fcmp_ordered("<", b, zero), bd.fcmp_ordered("<", mod, zero)))
+    div = bd.select(fix, bd.fsub(div, ll.Constant(a.type, 1.0)), div)
+    fl = cg.call_math("floor", tin[0].dtype, [div])
+    fl = bd.select(bd.fcmp_ordered(">", bd.fsub(div, fl), ll.Constant(a.type, 0.5)),
+                   bd.fadd(fl, ll.Constant(a.type, 1.0)), fl)
+    res = bd.select(bd.fcmp_ordered("==", div, zero),
+                    cg.call_math("copysign", tin[0].dtype, [zero, bd.fdiv(a, b)]), fl)
+    return bd.select(bd.fcmp_ordered("==", b, zero), bd.fdiv(a, b), res)
+
+
+def _mod(cg, args, tin, tout, op):
+    a, b = args
+    if not is_float(tin[0].dtype):
+        return _int_floordiv_mod(cg, a, b, op, "mod")
+    bd = cg.b
+    zero = ll.Constant(a.type, 0.0)
+    mod = bd.frem(a, b)
+    fix = bd.and_(bd.fcmp_unordered("!=", mod, zero),
+                  bd.xor(bd.fcmp_ordered("<", b, zero), bd.fcmp_ordered("<", mod, zero)))
+    adj = bd.select(fix, bd.fadd(mod, b), mod)
+    return bd.select(bd.fcmp_ordered("==", mod, zero), cg.call_math("copysign", tin[0].dtype, [zero, b]), adj)
+
+
+def _pow(cg, args, tin, tout, op):
+    a, b = args
+    if is_float(tin[0].dtype):
+        return cg.call_math("pow", tin[0].dtype, args)
+    # integer power by squaring; a negative exponent is an error (Python would return a float)
+    cg.check(cg.b.icmp_signed(">=", b, ll.Constant(b.type, 0)), "value",
+             "integers to negative integer powers are not allowed (use a float base)", op.loc)
+    return cg.int_pow(a, b)
+
+
+def _maximum(cg, args, tin, tout, op):
+    a, b = args
+    if is_float(tin[0].dtype):   # NaN propagates from either side; ties pick `a`
+        take_a = cg.b.or_(cg.b.fcmp_ordered(">=", a, b), cg.b.fcmp_unordered("uno", a, a))
+    else:
+        take_a = cg.b.icmp_signed(">=", a, b) if tin[0].dtype != "bool" else cg.b.icmp_unsigned(">=", a, b)
+    return cg.b.select(take_a, a, b)
+
+
+def _minimum(cg, args, tin, tout, op):
+    a, b = args
+    if is_float(tin[0].dtype):
+        take_a = cg.b.or_(cg.b.fcmp_ordered("<=", a, b), cg.b.fcmp_unordered("uno", a, a))
+    else:
+        take_a = cg.b.icmp_signed("<=", a, b) if tin[0].dtype != "bool" else cg.b.icmp_unsigned("<=", a, b)
+    return cg.b.select(take_a, a, b)
+
+
+def _neg(cg, args, tin, tout, op):
+    (x,) = args
+    return cg.b.fneg(x) if is_float(tin[0].dtype) else cg.b.neg(x)
+
+
+def _abs(cg, args, tin, tout, op):
+    (x,) = args
+    if is_float(tin[0].dtype):
+        return cg.call_math("fabs", tin[0].dtype, [x])
+    return cg.b.select(cg.b.icmp_signed("<", x, ll.Constant(x.type, 0)), cg.b.neg(x), x)
+
+
+def _sign(cg, args, tin, tout, op):
+    (x,) = args
+    bd = cg.b
+    if is_float(tin[0].dtype):
+        one, zero = ll.Constant(x.type, 1.0), ll.Constant(x.type, 0.0)
+        pos = bd.uitofp(bd.fcmp_ordered(">", x, zero), x.type)
+        neg = bd.uitofp(bd.fcmp_ordered("<", x, zero), x.type)
+        s = bd.fsub(pos, neg)
+        del one
+        return bd.select(bd.fcmp_unordered("uno", x, x), x, s)
+    pos = bd.zext(bd.icmp_signed(">", x, ll.Constant(x.type, 0)), x.type)
+    neg = bd.zext(bd.icmp_signed("<", x, ll.Constant(x.type, 0)), x.type)
+    return bd.sub(pos, neg)
+
+
+def _int_identity_or(name):
+    def emit(cg, args, tin, tout, op):
+        if not is_float(tin[0].dtype):
+            return args[0]
+        return cg.call_math(name, tin[0].dtype, args)
+    return emit
+
+
+def _sigmoid(cg, args, tin, tout, op):
+    (x,) = args
+    one = ll.Constant(x.type, 1.0)
+    e = cg.call_math("exp", tin[0].dtype, [cg.b.fneg(x)])
+    return cg.b.fdiv(one, cg.b.fadd(one, e))
+
+
+def _truediv(cg, args, tin, tout, op):
+    if not is_float(tin[0].dtype):
+        raise TypeRuleError("integer true division must be cast to float first")
+    return cg.b.fdiv(*args)
+
+
+def _select(cg, args, tin, tout, op):
+    return cg.b.select(*args)
+
+
+def _not(cg, args, tin, tout, op):
+    return cg.b.xor(args[0], ll.Constant(args[0].type, 1))
+
+
+def _cast(cg, args, tin, tout, op):
+    return cg.convert(args[0], tin[0].dtype, tout.dtype)
+
+
+# ---- definitions ------------------------------------------------------------------------
+def _ew(name, infer, scalar, **kw):
+    return defprim(name, infer, kind="elementwise", scalar=scalar, **kw)
+
+
+_ew("add", _infer_same, _f("fadd", "add"), linear=(0, 1))
+_ew("sub", _infer_same, _f("fsub", "sub"), linear=(0, 1))
+_ew("mul", _infer_same, _f("fmul", "mul"))
+_ew("div", _infer_same, _truediv)
+_ew("floordiv", _infer_same, _floordiv)
+_ew("mod", _infer_same, _mod)
+_ew("pow", _infer_same, _pow)
+_ew("maximum", _infer_same, _maximum)
+_ew("minimum", _infer_same, _minimum)
+_ew("neg", _infer_same, _neg, linear=(0,))
+_ew("abs", _infer_same, _abs)
+_ew("sign", _infer_same, _sign)
+_ew("floor", _infer_same, _int_identity_or("floor"))
+_ew("ceil", _infer_same, _int_identity_or("ceil"))
+for _name in ("sin", "cos", "tan", "exp", "log", "log1p", "expm1", "sqrt", "tanh"):
+    _ew(_name, _infer_float_only(_name), _math(_name))
+_ew("sigmoid", _infer_float_only("sigmoid"), _sigmoid)
+_ew("lt", _infer_bool, _fcmp("<"))
+_ew("le", _infer_bool, _fcmp("<="))
+_ew("gt", _infer_bool, _fcmp(">"))
+_ew("ge", _infer_bool, _fcmp(">="))
+_ew("eq", _infer_bool, _fcmp("=="))
+_ew("ne", _infer_bool, _fcmp("!=", upred="!="))
+_ew("and", _infer_logical, lambda cg, a, ti, to, op: cg.b.and_(*a))
+_ew("or", _infer_logical, lambda cg, a, ti, to, op: cg.b.or_(*a))
+_ew("not", _infer_logical, _not)
+_ew("select", _infer_select, _select, linear=(1, 2))
+_ew("cast", _infer_cast, _cast, linear=(0,))
+
+BINARY_OPS = {"+": "add", "-": "sub", "*": "mul", "/": "div", "//": "floordiv", "%": "mod", "**": "pow"}
+COMPARE_OPS = {"<": "lt", "<=": "le", ">": "gt", ">=": "ge", "==": "eq", "!=": "ne"}
+MATH_FUNCS = ("sin", "cos", "tan", "exp", "log", "log1p", "expm1", "sqrt", "tanh", "sigmoid",
+              "abs", "sign", "floor", "ceil")
+
+__all__ = ["broadcast_shapes", "BINARY_OPS", "COMPARE_OPS", "MATH_FUNCS", "is_int"]

@@ -1,0 +1,214 @@
+"""`@kernel` and the `Kernel` object: parse once, compile per signature (dtypes and ranks), call."""
+from __future__ import annotations
+
+import inspect
+import sys
+import threading
+from typing import Optional
+
+import numpy as np
+
+from compiler import ir
+from compiler.diagnostics import DslTypeError
+from compiler.pipeline import compile_function, prepare
+from runtime import Signature, make_caller
+
+from . import ast as A
+from .lower import Lowering, ParamType, parse_type
+from .parser import parse
+
+_NP_TO_DSL = {np.dtype("float32"): "f32", np.dtype("float64"): "f64", np.dtype("int32"): "i32",
+              np.dtype("int64"): "i64", np.dtype("bool"): "bool"}
+
+
+class _Anchor:
+    """Stand-in for a Lowering when annotations are read outside one (for error locations)."""
+
+    def __init__(self, source):
+        self.source = source
+
+    def error(self, cls, msg, node):
+        from compiler.diagnostics import Loc
+        return cls(msg, Loc(self.source.filename, node.span.line, node.span.col, self.source.line(node.span.line)))
+
+
+class Lowered:
+    """Every stage of one kernel specialisation as text."""
+
+    def __init__(self, kernel: "Kernel", ptypes):
+        self.kernel, self.ptypes = kernel, ptypes
+        self._before = kernel._lower_ir(ptypes)
+        self._before_text = ir.print_function(self._before)
+        self._fn = prepare(kernel._lower_ir(ptypes))
+
+    def ast(self) -> str:
+        return A.dump(self.kernel.fdef)
+
+    def ir(self, stage: str = "all") -> str:
+        """The SSA IR: `stage` is 'lowered' (as checked and lowered), 'optimized', or 'all' (both)."""
+        after = ir.print_function(self._fn)
+        if stage == "lowered":
+            return self._before_text
+        if stage == "optimized":
+            return after
+        return f"// lowered\n{self._before_text}\n\n// after simplification\n{after}"
+
+    def _module(self):
+        from compiler.codegen import llvm as backend
+        return backend.build_module(self._fn, self.kernel.name, self.kernel.boundscheck)[0]
+
+    def llvm(self, optimized: bool = True) -> str:
+        from compiler.codegen import llvm as backend
+        mod = self._module()
+        if not optimized:
+            return str(mod)
+        return str(backend.parse_and_optimise(mod, backend.host_target_machine()))
+
+    def asm(self) -> str:
+        from compiler.codegen import llvm as backend
+        tm = backend.host_target_machine()
+        return tm.emit_assembly(backend.parse_and_optimise(self._module(), tm))
+
+
+class Kernel:
+    """A compiled-on-demand DSL kernel. Call it with NumPy arrays and scalars."""
+
+    def __init__(self, fdef: A.FunctionDef, source: A.Source, resolve=None, boundscheck: bool = True):
+        self.fdef, self.source = fdef, source
+        self.name = fdef.name
+        self.__name__ = fdef.name
+        self.__doc__ = _docstring(fdef)
+        self.boundscheck = boundscheck
+        self._resolve = resolve or (lambda name: None)
+        self._dsl_definition = (fdef, source)
+        self._lock = threading.Lock()
+        self._callers = {}
+        anchor = _Anchor(source)
+        self._declared = []
+        for p in fdef.params:
+            if p.annotation is None:
+                self._declared.append(None)
+            else:
+                dt, dims = parse_type(p.annotation, anchor, anon_prefix=p.name)
+                self._declared.append(ParamType(dt, dims))
+        self._fixed = None
+
+    # ---- compilation -------------------------------------------------------------------
+    def _param_types(self, args) -> tuple:
+        if len(args) != len(self.fdef.params):
+            raise TypeError(f"{self.name}() takes {len(self.fdef.params)} argument(s) "
+                            f"({', '.join(p.name for p in self.fdef.params)}), got {len(args)}")
+        out = []
+        for p, decl, a in zip(self.fdef.params, self._declared, args):
+            if decl is not None:
+                out.append(decl)
+                continue
+            out.append(_infer_param_type(p.name, a))
+        return tuple(out)
+
+    def _lower_ir(self, ptypes) -> ir.Function:
+        return Lowering(self.fdef, self.source, list(ptypes), self._resolve).lower_function()
+
+    def _caller(self, ptypes):
+        key = tuple((p.dtype, tuple(p.dims)) for p in ptypes)
+        c = self._callers.get(key)
+        if c is not None:
+            return c
+        with self._lock:
+            c = self._callers.get(key)
+            if c is None:
+                fn = prepare(self._lower_ir(ptypes))
+                compiled = compile_function(fn, self.boundscheck)
+                c = make_caller(Signature.from_json(compiled.signature), compiled.c_address,
+                                compiled.py_address or None)
+                self._callers[key] = c
+        return c
+
+    def __call__(self, *args, target: Optional[str] = None):
+        f = self._fixed
+        if f is not None and target is None:
+            return f(*args)
+        if target not in (None, "cpu"):
+            raise ValueError(f"unknown target {target!r} (expected 'cpu' or 'cuda')")
+        ptypes = self._param_types(args)
+        c = self._caller(ptypes)
+        if all(d is not None for d in self._declared):
+            self._fixed = c
+        return c(*args)
+
+    def lower(self, *args) -> Lowered:
+        """Every compilation stage for these example arguments: .ast() .ir() .llvm() .asm()."""
+        return Lowered(self, self._param_types(args))
+
+    def __repr__(self):
+        return f"<dsl.Kernel {self.name}>"
+
+
+def _docstring(fdef):
+    if fdef.body and isinstance(fdef.body[0], A.ExprStmt) and isinstance(fdef.body[0].value, A.Str):
+        return fdef.body[0].value.value
+    return None
+
+
+def _infer_param_type(name, a) -> ParamType:
+    if isinstance(a, (bool, np.bool_)):
+        return ParamType("bool", ())
+    if isinstance(a, (int, np.integer)):
+        return ParamType("i64" if not isinstance(a, np.int32) else "i32", ())
+    if isinstance(a, (float, np.floating)):
+        return ParamType("f32" if isinstance(a, np.float32) else "f64", ())
+    arr = np.asarray(a) if not isinstance(a, np.ndarray) else a
+    dt = _NP_TO_DSL.get(arr.dtype)
+    if dt is None:
+        raise TypeError(f"parameter '{name}': unsupported argument of dtype {arr.dtype} "
+                        "(expected float32, float64, int32, int64 or bool)")
+    return ParamType(dt, tuple(f"_{name}_{k}" for k in range(arr.ndim)))
+
+
+def _module_resolver(glb: dict):
+    def resolve(name):
+        v = glb.get(name)
+        return v if isinstance(v, Kernel) else None
+    return resolve
+
+
+def kernel(fn=None, *, boundscheck: bool = True):
+    """Decorator: compile a Python function written in the DSL into a `Kernel`."""
+    def wrap(f):
+        try:
+            text = inspect.getsource(f)
+            lines, first = inspect.getsourcelines(f)
+        except (OSError, TypeError) as e:
+            raise OSError(f"@kernel needs the source of '{getattr(f, '__name__', f)}' "
+                          f"(define it in a file, not at an interactive prompt): {e}") from None
+        filename = inspect.getsourcefile(f) or "<kernel>"
+        module = parse(text, filename=filename, line_offset=first - 1)
+        fdefs = [d for d in module.functions if d.name == f.__name__] or module.functions
+        glb = getattr(f, "__globals__", {})
+        return Kernel(fdefs[0], module.source, _module_resolver(glb), boundscheck=boundscheck)
+    if fn is None:
+        return wrap
+    return wrap(fn)
+
+
+def compile_file(path: str, boundscheck: bool = True) -> dict:
+    """Parse a `.dsl` file; returns {name: Kernel}. A kernel may call kernels defined before it."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    return compile_source(text, filename=path, boundscheck=boundscheck)
+
+
+def compile_source(text: str, filename: str = "<string>", boundscheck: bool = True) -> dict:
+    module = parse(text, filename=filename)
+    kernels: dict = {}
+    for fdef in module.functions:
+        if fdef.name in kernels:
+            from compiler.diagnostics import Loc
+            raise DslTypeError(f"kernel '{fdef.name}' is defined twice",
+                               Loc(filename, fdef.span.line, fdef.span.col, module.source.line(fdef.span.line)))
+        defined = dict(kernels)
+        kernels[fdef.name] = Kernel(fdef, module.source, defined.get, boundscheck=boundscheck)
+    return kernels
+
+
+_ = sys
