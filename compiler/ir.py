@@ -62,9 +62,15 @@ def dim_op(op: str, a: Dim, b: Dim) -> Dim:
             return b
         if b == 0:
             return a
+        if isinstance(b, int) and b < 0:      # n + -3 -> n - 3: literals in shapes stay >= 0
+            return dim_op("sub", a, -b)
+        if isinstance(a, int) and a < 0:
+            return dim_op("sub", b, -a)
     if op == "sub":
         if b == 0:
             return a
+        if isinstance(b, int) and b < 0:
+            return dim_op("add", a, -b)
         if a == b:
             return 0
         if isinstance(a, tuple) and a[0] == "add" and a[2] == b:

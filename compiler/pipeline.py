@@ -52,7 +52,8 @@ def cache_key(fn: ir.Function, boundscheck: bool) -> str:
     backend.initialise()
     return cache.key_for(VERSION, backend.toolchain_version(), llvm.get_host_cpu_name(),
                          llvm.get_host_cpu_features().flatten(), str(boundscheck), ir.print_function(fn),
-                         fn.loc.filename, str(fn.loc.line))
+                         fn.loc.filename, str(fn.loc.line), ",".join(fn.param_names),
+                         ",".join(fn.result_names), str(fn.tuple_result))
 
 
 def compile_function(fn: ir.Function, boundscheck: bool = True, use_cache: bool = True) -> Compiled:

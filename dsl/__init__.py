@@ -2,7 +2,13 @@
 from compiler.diagnostics import (DslcError, DslNameError, DslSyntaxError, DslTypeError,
                                   DslValueError, UnsupportedError)
 
+from .dtypes import bool_, f32, f64, i32, i64
 from .kernel import Kernel, compile_file, compile_source, kernel
+from .types import f32, f64, i32, i64
 
 __all__ = ["kernel", "Kernel", "compile_file", "compile_source", "DslcError", "DslSyntaxError",
-           "DslNameError", "DslTypeError", "DslValueError", "UnsupportedError"]
+           "DslNameError", "DslTypeError", "DslValueError", "UnsupportedError", "f32", "f64", "i32", "i64"]
+
+from .transforms import jacfwd, jvp  # noqa: E402
+
+__all__ += ["jvp", "jacfwd"]

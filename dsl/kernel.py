@@ -42,7 +42,10 @@ class Lowered:
         self._fn = prepare(kernel._lower_ir(ptypes))
 
     def ast(self) -> str:
-        return A.dump(self.kernel.fdef)
+        k = self.kernel
+        while not hasattr(k, "fdef"):
+            k = k.base
+        return A.dump(k.fdef)
 
     def ir(self, stage: str = "all") -> str:
         """The SSA IR: `stage` is 'lowered' (as checked and lowered), 'optimized', or 'all' (both)."""
@@ -70,44 +73,18 @@ class Lowered:
         return tm.emit_assembly(backend.parse_and_optimise(self._module(), tm))
 
 
-class Kernel:
-    """A compiled-on-demand DSL kernel. Call it with NumPy arrays and scalars."""
+class KernelBase:
+    """What every kernel (source or derived) shares: per-signature compilation and calling.
+    Subclasses say how to type their parameters and how to produce their IR."""
 
-    def __init__(self, fdef: A.FunctionDef, source: A.Source, resolve=None, boundscheck: bool = True):
-        self.fdef, self.source = fdef, source
-        self.name = fdef.name
-        self.__name__ = fdef.name
-        self.__doc__ = _docstring(fdef)
+    def _init_base(self, name: str, boundscheck: bool):
+        self.name = name
+        self.__name__ = name
         self.boundscheck = boundscheck
-        self._resolve = resolve or (lambda name: None)
-        self._dsl_definition = (fdef, source)
         self._lock = threading.Lock()
         self._callers = {}
-        anchor = _Anchor(source)
-        self._declared = []
-        for p in fdef.params:
-            if p.annotation is None:
-                self._declared.append(None)
-            else:
-                dt, dims = parse_type(p.annotation, anchor, anon_prefix=p.name)
-                self._declared.append(ParamType(dt, dims))
         self._fixed = None
-
-    # ---- compilation -------------------------------------------------------------------
-    def _param_types(self, args) -> tuple:
-        if len(args) != len(self.fdef.params):
-            raise TypeError(f"{self.name}() takes {len(self.fdef.params)} argument(s) "
-                            f"({', '.join(p.name for p in self.fdef.params)}), got {len(args)}")
-        out = []
-        for p, decl, a in zip(self.fdef.params, self._declared, args):
-            if decl is not None:
-                out.append(decl)
-                continue
-            out.append(_infer_param_type(p.name, a))
-        return tuple(out)
-
-    def _lower_ir(self, ptypes) -> ir.Function:
-        return Lowering(self.fdef, self.source, list(ptypes), self._resolve).lower_function()
+        self._jvp = None
 
     def _caller(self, ptypes):
         key = tuple((p.dtype, tuple(p.dims)) for p in ptypes)
@@ -120,7 +97,7 @@ class Kernel:
                 fn = prepare(self._lower_ir(ptypes))
                 compiled = compile_function(fn, self.boundscheck)
                 c = make_caller(Signature.from_json(compiled.signature), compiled.c_address,
-                                compiled.py_address or None)
+                                compiled.py_address or None, target_name=self.name)
                 self._callers[key] = c
         return c
 
@@ -132,16 +109,77 @@ class Kernel:
             raise ValueError(f"unknown target {target!r} (expected 'cpu' or 'cuda')")
         ptypes = self._param_types(args)
         c = self._caller(ptypes)
-        if all(d is not None for d in self._declared):
+        if self._fully_declared():
             self._fixed = c
         return c(*args)
 
-    def lower(self, *args) -> Lowered:
+    def lower(self, *args) -> "Lowered":
         """Every compilation stage for these example arguments: .ast() .ir() .llvm() .asm()."""
         return Lowered(self, self._param_types(args))
 
+    @property
+    def jvp(self) -> "KernelBase":
+        """The forward-mode derivative kernel: `f.jvp(*primals, *tangents) -> (*outs, *tangent_outs)`."""
+        if self._jvp is None:
+            from .transforms import jvp_kernel
+            self._jvp = jvp_kernel(self)
+        return self._jvp
+
     def __repr__(self):
         return f"<dsl.Kernel {self.name}>"
+
+
+class Kernel(KernelBase):
+    """A compiled-on-demand DSL kernel. Call it with NumPy arrays and scalars."""
+
+    def __init__(self, fdef: A.FunctionDef, source: A.Source, resolve=None, boundscheck: bool = True):
+        self.fdef, self.source = fdef, source
+        self._init_base(fdef.name, boundscheck)
+        self.__doc__ = _docstring(fdef)
+        self._resolve = resolve or (lambda name: None)
+        self._dsl_definition = (fdef, source)
+        anchor = _Anchor(source)
+        self._declared = []
+        for p in fdef.params:
+            if p.annotation is None:
+                self._declared.append(None)
+            else:
+                dt, dims = parse_type(p.annotation, anchor, anon_prefix=p.name)
+                self._declared.append(ParamType(dt, dims))
+
+    def _fully_declared(self) -> bool:
+        return all(d is not None for d in self._declared)
+
+    def _arity(self, seq=()) -> int:
+        return len(self.fdef.params)
+
+    def param_names(self, seq=()) -> list:
+        return [p.name for p in self.fdef.params]
+
+    # ---- compilation -------------------------------------------------------------------
+    def _param_types(self, args) -> tuple:
+        if len(args) != len(self.fdef.params):
+            raise TypeError(f"{self.name}() takes {len(self.fdef.params)} argument(s) "
+                            f"({', '.join(p.name for p in self.fdef.params)}), got {len(args)}")
+        out, weak = [], []
+        for k, (p, decl, a) in enumerate(zip(self.fdef.params, self._declared, args)):
+            if decl is not None:
+                out.append(decl)
+                continue
+            out.append(_infer_param_type(p.name, a))
+            if type(a) is float:
+                weak.append(k)
+        if weak:
+            # a Python float is weakly typed (as a literal is): it takes the kernel's float type,
+            # so `f(x_f32, 0.5)` stays f32
+            floats = {t.dtype for k, t in enumerate(out) if k not in weak and t.dtype in ("f32", "f64")}
+            if floats == {"f32"}:
+                for k in weak:
+                    out[k] = ParamType("f32", ())
+        return tuple(out)
+
+    def _lower_ir(self, ptypes) -> ir.Function:
+        return Lowering(self.fdef, self.source, list(ptypes), self._resolve).lower_function()
 
 
 def _docstring(fdef):
@@ -168,7 +206,7 @@ def _infer_param_type(name, a) -> ParamType:
 def _module_resolver(glb: dict):
     def resolve(name):
         v = glb.get(name)
-        return v if isinstance(v, Kernel) else None
+        return v if isinstance(v, KernelBase) and hasattr(v, "_dsl_definition") else None
     return resolve
 
 

@@ -19,7 +19,7 @@ from compiler.prims.elementwise import BINARY_OPS, COMPARE_OPS, broadcast_shapes
 
 from . import ast as A
 
-DTYPE_NAMES = {"f32": "f32", "f64": "f64", "i32": "i32", "i64": "i64", "bool": "bool",
+DTYPE_NAMES = {"f32": "f32", "f64": "f64", "i32": "i32", "i64": "i64", "bool": "bool", "bool_": "bool",
                "float32": "f32", "float64": "f64", "int32": "i32", "int64": "i64"}
 UNARY_MATH = ("sin", "cos", "tan", "exp", "log", "log1p", "expm1", "sqrt", "tanh", "sigmoid",
               "abs", "sign", "floor", "ceil")

@@ -26,8 +26,6 @@ from __future__ import annotations
 import os
 import re
 import threading
-from functools import partial
-from operator import itemgetter
 
 from lark import Lark, Token
 from lark.lexer import Lexer, PatternStr
@@ -258,6 +256,9 @@ class DslIndenter(Indenter):
                     raise _Fail(msg, tok.line + off, tok.column)
             last = tok
             yield tok
+        if brackets:
+            b = brackets[-1]
+            raise _Fail(f"unexpected end of input: '{b.value}' was never closed", b.line + off, b.column)
         if len(levels) > 1:
             if last is not None:
                 line, col, pos = last.end_line, last.end_column, last.end_pos
@@ -285,10 +286,34 @@ class _Else:
         self.body = body
 
 
+_ESCAPE = re.compile(r"\\(?:(\n)|([\\'\"abfnrtv])|([0-7]{1,3})|x([0-9a-fA-F]{2})|u([0-9a-fA-F]{4})"
+                     r"|U([0-9a-fA-F]{8})|N\{([^}]*)\}|(.))", re.S)
+_SIMPLE_ESCAPES = {"\\": "\\", "'": "'", '"': '"', "a": "\a", "b": "\b", "f": "\f", "n": "\n",
+                   "r": "\r", "t": "\t", "v": "\v"}
+
+
 def _unescape(body: str) -> str:
+    """Python's string-literal escapes (unknown ones are kept, as Python does)."""
     if "\\" not in body:
         return body
-    return body.encode("latin-1", "backslashreplace").decode("unicode_escape")
+
+    def sub(m):
+        nl, simple, octal, x, u, big_u, name, other = m.groups()
+        if nl is not None:
+            return ""
+        if simple is not None:
+            return _SIMPLE_ESCAPES[simple]
+        if octal is not None:
+            return chr(int(octal, 8))
+        if name is not None:
+            import unicodedata
+            return unicodedata.lookup(name)
+        code = x or u or big_u
+        if code is not None:
+            return chr(int(code, 16))
+        return "\\" + other
+
+    return _ESCAPE.sub(sub, body)
 
 
 class _Builder:
@@ -300,23 +325,36 @@ class _Builder:
 
     # ---- helpers -----------------------------------------------------------
     def _start(self, x):
-        if isinstance(x, Token):
+        if x.__class__ is Token:
             return x.line + self.off, x.column
         if isinstance(x, list):
             return self._start(x[0])
-        return x.span.line, x.span.col
+        sp = x.span
+        return sp.line, sp.col
 
     def _end(self, x):
-        if isinstance(x, Token):
+        if x.__class__ is Token:
             return x.end_line + self.off, x.end_column
         if isinstance(x, list):
             return self._end(x[-1])
-        return x.span.end_line, x.span.end_col
+        sp = x.span
+        return sp.end_line, sp.end_col
 
     def _span(self, first, last=None):
-        l, c = self._start(first)
-        el, ec = self._end(first if last is None else last)
+        if first.__class__ is Token:
+            l, c = first.line + self.off, first.column
+        else:
+            l, c = self._start(first)
+        if last is None:
+            last = first
+        if last.__class__ is Token:
+            return A.Span(l, c, last.end_line + self.off, last.end_column)
+        el, ec = self._end(last)
         return A.Span(l, c, el, ec)
+
+    def _tok(self, t):
+        off = self.off
+        return A.Span(t.line + off, t.column, t.end_line + off, t.end_column)
 
     def _fin(self, node, *kids):
         """Record `node`'s height (1 + its highest child's) and enforce MAX_DEPTH."""
@@ -649,7 +687,10 @@ class _Builder:
         return self._fin(A.Attribute(value, str(name), span=self._span(value, name)), value)
 
     def name(self, c):
-        return self._fin(A.Name(str(c[0]), span=self._span(c[0])))
+        t = c[0]
+        node = A.Name(str(t), span=self._tok(t))
+        self.heights[id(node)] = 1
+        return node
 
     def int(self, c):
         t = c[0]
@@ -680,7 +721,7 @@ class _Builder:
             if not raw:
                 try:
                     body = _unescape(body)
-                except (UnicodeDecodeError, ValueError):
+                except (KeyError, ValueError, OverflowError):
                     self._fail("invalid escape sequence in string literal", t)
             parts.append(body)
         return self._fin(A.Str("".join(parts), span=self._span(c[0], c[-1])))
@@ -699,103 +740,6 @@ _LOCK = threading.RLock()
 _PARSER = None          # (Lark, DslIndenter, _Builder)
 
 
-class _Inline(list):
-    """The children of an inlined (`_name`) rule, spliced into its parent."""
-    __slots__ = ()
-
-
-def _fast_callbacks(lark: Lark, builder: "_Builder"):
-    """The parser's reduction callbacks, rebuilt as one small function per rule.
-
-    lark wraps each transformer method in two or three generic Python wrappers
-    (child filter, single-child expansion, ...) and builds a Tree for every
-    inlined `_rule`; with ~700 reductions for a 30-line kernel that overhead
-    dominates. This builds the same semantics directly (tokens filtered as lark
-    does, `_rule` children spliced, `?rule` single children passed through);
-    `_get_parser` checks it against lark's own callbacks on a sample and falls
-    back to those if they ever disagree."""
-    old = lark.parser.parser.parser.callbacks
-    new = {}
-    for rule, cb in old.items():
-        if isinstance(rule, str):           # terminal callbacks (none today)
-            new[rule] = cb
-            continue
-        keep_all = rule.options.keep_all_tokens
-        include = [(i, (not s.is_term) and s.name.startswith("_"))
-                   for i, s in enumerate(rule.expansion)
-                   if keep_all or not (s.is_term and s.filter_out)]
-        inline = rule.origin.name.startswith("_")
-        expand1 = bool(rule.options.expand1) and not rule.alias
-        name = rule.alias or rule.options.template_source or rule.origin.name
-        user = None if inline else getattr(builder, str(name), None)
-        if not inline and user is None:
-            raise LookupError(f"no builder method for rule {name}")
-        n = len(rule.expansion)
-        if len(include) == n and not any(ex for _, ex in include):
-            if inline:
-                new[rule] = _Inline
-            elif expand1 and n == 1:
-                new[rule] = itemgetter(0)
-            elif expand1 and n == 0:
-                new[rule] = partial(_call_or_single, user)
-            else:
-                new[rule] = user
-            continue
-        new[rule] = _make_filter(tuple(include), inline, expand1, user)
-    return new
-
-
-def _call_or_single(user, c):
-    return c[0] if len(c) == 1 else user(c)
-
-
-def _make_filter(include, inline, expand1, user):
-    def cb(c):
-        f = []
-        for i, ex in include:
-            if ex:
-                if f:
-                    f += c[i]
-                else:
-                    f = c[i]
-            else:
-                f.append(c[i])
-        if inline:
-            return f if type(f) is _Inline else _Inline(f)
-        if expand1 and len(f) == 1:
-            return f[0]
-        return user(f)
-    return cb
-
-
-_SELF_TEST = '''from __future__ import annotations
-import numpy as np, a.b as c
-from x.y import (p, q as r,)
-from . import z
-
-@kernel
-@dsl.kernel(boundscheck=False)
-def f(x: f32[n, "m"], k: i64, y, z: f32[:, 3],) -> (f32[n], f32):
-    """doc""" "more"
-    a, (b, c) = x[0], (1, 2.5e-3)
-    d: f32 = -x ** 2 + 2 ** -1 * (a - b - c) / 3 // 4 % 5 @ x.T
-    e: i64
-    y[i, :] += x[1:, ::2][a:b:c]; z = ()
-    if not a < b <= c and d or e: pass
-    elif a if b else c: return
-    elif a == b != c > d >= e:
-        while True:
-            break
-    else:
-        for i, j in range(0, n, 2):
-            continue
-        return a, b,
-    q = f(a, b, axis=1, keepdims=False,) + g()
-    return (a, b)
-def g(): return 1; pass
-'''
-
-
 def _get_parser():
     global _PARSER
     if _PARSER is None:
@@ -806,16 +750,6 @@ def _get_parser():
         lark = Lark(grammar, parser="lalr", lexer=DslLexer, postlex=indenter,
                     transformer=builder, propagate_positions=False, maybe_placeholders=False)
         _PARSER = (lark, indenter, builder)
-        pp = lark.parser.parser.parser
-        slow = pp.callbacks
-        try:
-            fast = _fast_callbacks(lark, builder)
-            ref = A.dump(_parse_locked(_SELF_TEST, 0))
-            pp.callbacks = fast
-            if A.dump(_parse_locked(_SELF_TEST, 0)) != ref:
-                pp.callbacks = slow
-        except Exception:           # pragma: no cover - lark internals changed: keep lark's callbacks
-            pp.callbacks = slow
     return _PARSER
 
 
@@ -882,6 +816,9 @@ def _token_error(e: UnexpectedToken, lark: Lark, indenter: DslIndenter, eof, off
         return "unexpected end of input", line, col
     if typ == "DEF":
         return "nested function definitions are not supported", line, col
+    if "DEF" in accepts and typ not in accepts:
+        return (f"unexpected {_display_token(tok)}: only function definitions ('def', optionally "
+                "decorated) and import lines may appear at the top level"), line, col
     if typ == "_NEWLINE":
         if "COLON" in accepts:
             return "expected ':'", line, col

@@ -317,8 +317,16 @@ class FunctionCodegen:
 
     def allocate(self, dtype: str, dims: list, slot=None) -> ArrayVal:
         n = self.i64(ITEMSIZE[dtype])
+        ok = ll.Constant(I1, 1)
         for d in dims:
-            n = self.b.mul(n, d)
+            # a negative extent or a byte count past 2**63 must not wrap into a small buffer
+            prod = self.b.smul_with_overflow(n, d)
+            ok = self.b.and_(ok, self.b.and_(self.b.not_(self.b.extract_value(prod, 1)),
+                                              self.b.icmp_signed(">=", d, self.i64(0))))
+            n = self.b.extract_value(prod, 0)
+        if dims:
+            self.check(ok, "memory", "array too large (or with a negative extent) to allocate",
+                       self.fn.loc, n)
         n = self.smax(n, self.i64(1))
         raw = self.b.call(self._malloc(), [n])
         self.check(self.b.icmp_unsigned("!=", raw, ll.Constant(PTR, None)), "memory",

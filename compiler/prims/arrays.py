@@ -57,6 +57,11 @@ defprim("broadcast_in_dim", _infer_bcast, kind="view")
 def _bcast_cg(cg, op):
     x, dims = op.operands[0], [cg.get(d) for d in op.operands[1:]]
     bd = op.attrs["bdims"]
+    for d, dv in zip(op.operands[1:], dims):
+        owner = d.owner
+        if not (getattr(owner, "prim", None) == "dim" or isinstance(cg.const_value(d), int) and cg.const_value(d) >= 0):
+            cg.check(cg.b.icmp_signed(">=", dv, cg.i64(0)), "value", "negative dimensions are not allowed",
+                     op.loc, dv)
     if x.type.is_scalar:
         s = cg.get(x)
         cg.set_lazy(op.result, dims, lambda idx: s, reads=())
@@ -131,6 +136,12 @@ for _name in _REDUCERS:
 # ---- matmul, transpose -------------------------------------------------------------------------
 def _infer_matmul(operands, attrs):
     a, b = operands
+    batch = attrs.get("batch")
+    if batch:
+        x = a if batch == "lhs" else b
+        inner = [Type(x.type.dtype, x.type.shape[1:])]
+        plain = _infer_matmul([inner[0], b] if batch == "lhs" else [a, inner[0]], {})[0]
+        return [Type(plain.dtype, (x.type.shape[0],) + plain.shape)]
     if a.type.dtype != b.type.dtype:
         raise TypeRuleError("matmul operands must have one dtype")
     if a.type.rank not in (1, 2) or b.type.rank not in (1, 2):
@@ -150,19 +161,45 @@ defprim("matmul", _infer_matmul, linear=(0, 1))
 def _matmul_cg(cg, op):
     a, b = op.operands
     A, B = cg.materialize(a), cg.materialize(b)
-    dt = a.type.dtype
+    batch = op.attrs.get("batch")
+    if not batch:
+        return _matmul_core(cg, op, a.type, b.type, A, B, None)
+    from ..codegen.function import ArrayVal
+    X = A if batch == "lhs" else B
+    ta = Type(a.type.dtype, a.type.shape[1:]) if batch == "lhs" else a.type
+    tb = Type(b.type.dtype, b.type.shape[1:]) if batch == "rhs" else b.type
+    ad = A.dims[1:] if batch == "lhs" else A.dims
+    bd = B.dims[1:] if batch == "rhs" else B.dims
+    plain = (ad[:-1] if ta.rank == 2 else []) + (bd[1:] if tb.rank == 2 else [])
+    out = cg.alloc_array(op.result, [X.dims[0]] + plain)
+
+    def step(w):
+        def view(av, skip):
+            size = cg.i64(1)
+            for d in av.dims[1:]:
+                size = cg.b.mul(size, d)
+            if not skip:
+                return av
+            return ArrayVal(av.dtype, av.dims[1:], ptr=cg.b.gep(av.ptr, [cg.b.mul(w, size)]))
+        _matmul_core(cg, op, ta, tb, view(A, batch == "lhs"), view(B, batch == "rhs"), view(out, True))
+    cg.for_range(X.dims[0], step)
+
+
+def _matmul_core(cg, op, ta, tb, A, B, out):
+    """The plain (rank <= 2) matrix product of A and B; into `out` when given, else bound to op."""
+    dt = ta.dtype
     ka, kb = A.dims[-1], B.dims[0]
-    if a.type.shape[-1] != b.type.shape[0]:
+    if ta.shape[-1] != tb.shape[0]:
         cg.check_eq(ka, kb, "shape", "inner extents of '@' differ", op.loc)
     mul, add = cg.combiner("mul", dt), cg.combiner("add", dt)
     zero = cg.constant(0, dt)
-    if a.type.rank == 1 and b.type.rank == 1:
+    if ta.rank == 1 and tb.rank == 1:
         acc = cg.alloca_scalar(dt, zero)
         cg.for_range(ka, lambda p: cg.b.store(add(cg.b.load(acc), mul(cg.load_elem(A, [p]), cg.load_elem(B, [p]))), acc))
         cg.set(op.result, cg.b.load(acc))
         return
-    if a.type.rank == 2 and b.type.rank == 1:
-        out = cg.alloc_array(op.result, [A.dims[0]])
+    if ta.rank == 2 and tb.rank == 1:
+        out = out or cg.alloc_array(op.result, [A.dims[0]])
 
         def row(i):
             acc = cg.alloca_scalar(dt, zero)
@@ -171,8 +208,8 @@ def _matmul_cg(cg, op):
         cg.for_range(A.dims[0], row)
         return
     # (m,k)@(k,n) and (k)@(k,n): i-p-j order so the inner loop streams rows of B and out
-    rows = [A.dims[0]] if a.type.rank == 2 else []
-    out = cg.alloc_array(op.result, rows + [B.dims[1]])
+    rows = [A.dims[0]] if ta.rank == 2 else []
+    out = out or cg.alloc_array(op.result, rows + [B.dims[1]])
     cg.loop_nest(out.dims, lambda idx: cg.store_elem(out, idx, zero))
 
     def outer(ri):
@@ -233,13 +270,37 @@ def slice_extent(start_sym, stop_sym, n):
             if s < 0:
                 return dim_op("max", dim_op("add", n, s), 0)
             return dim_op("min", s, n) if not isinstance(n, int) else min(s, n)
-        if isinstance(s, str) and not s.startswith("?"):
-            return dim_op("min", s, n) if s != n else n
-        return None
+        if isinstance(s, str) and s.startswith("?"):
+            return None
+        if s == n:
+            return n
+        if _nonnegative(s):
+            return dim_op("min", s, n)
+        # may be negative (an integer argument, `n - 1`, ...): Python's normalisation
+        # s < 0 ? max(s + n, 0) : min(s, n), written with the dim ops (integers only):
+        # min(max(s, 0), n) + max(min(s, 0), -n) + n * min(max(-s, 0), 1)
+        pos = dim_op("min", dim_op("max", s, 0), n)
+        neg = dim_op("max", dim_op("min", s, 0), dim_op("sub", 0, n))
+        is_neg = dim_op("min", dim_op("max", dim_op("sub", 0, s), 0), 1)
+        return dim_op("add", dim_op("add", pos, neg), dim_op("mul", n, is_neg))
     a, b = norm(start_sym), norm(stop_sym)
     if a is None or b is None:
         return fresh_dim()
     return dim_op("max", dim_op("sub", b, a), 0)
+
+
+def _nonnegative(d) -> bool:
+    """Whether a dim expression is known to be >= 0 (extents are; integer arguments `$k` may not be)."""
+    if isinstance(d, int):
+        return d >= 0
+    if isinstance(d, str):
+        return not d.startswith("$")
+    op, a, b = d
+    if op in ("add", "mul", "floordiv", "min"):
+        return _nonnegative(a) and _nonnegative(b)
+    if op == "max":
+        return _nonnegative(a) or _nonnegative(b)
+    return False
 
 
 def _result_shape(x, spec, idx_ops):
@@ -397,3 +458,111 @@ rule("add_at", "codegen")(_store_like_cg)
 
 __all__ = ["slice_extent", "is_float"]
 _ = ll
+
+
+# ---- JVP rules -----------------------------------------------------------------------------------
+def _bcast_jvp(ctx, op, xs, ts):
+    x, dims = xs[0], xs[1:]
+    if not ctx.batched:
+        return [ctx.b.emit1("broadcast_in_dim", [ts[0]] + dims, op.attrs)]
+    attrs = {"shape": ctx.tshape(op.results[0].type), "bdims": (0,) + tuple(a + 1 for a in op.attrs["bdims"])}
+    return [ctx.b.emit1("broadcast_in_dim", [ts[0], ctx.width] + dims, attrs)]
+
+
+def _keep_bcast(ctx, out, x, axes):
+    """`out` (a reduction of x over axes) broadcast back to x's shape."""
+    kept = tuple(k for k in range(x.type.rank) if k not in axes)
+    return ctx.b.broadcast_to(out, x.type.shape, ctx.b.dims_of(x), bdims=kept)
+
+
+def _reduce_sum_jvp(ctx, op, xs, ts):
+    return [ctx.b.emit1("reduce_sum", [ts[0]], {"axes": ctx.axes(op.attrs["axes"])})]
+
+
+def _reduce_extreme_jvp(ctx, op, xs, ts):
+    # the tangent at the extreme element(s); ties share it equally
+    b, (x,), axes = ctx.b, xs, op.attrs["axes"]
+    full = _keep_bcast(ctx, op.results[0], x, axes)
+    mask = b.emit1("cast", [b.emit1("eq", [x, full])], {"dtype": x.type.dtype})
+    num = b.emit1("reduce_sum", [b.emit1("mul", [mask, ts[0]])], {"axes": ctx.axes(axes)})
+    cnt = b.emit1("reduce_sum", [mask], {"axes": axes})
+    return [b.emit1("div", [num, cnt])]
+
+
+def _reduce_prod_jvp(ctx, op, xs, ts):
+    b, (x,), axes = ctx.b, xs, op.attrs["axes"]
+    full = _keep_bcast(ctx, op.results[0], x, axes)
+    return [b.emit1("reduce_sum", [b.emit1("mul", [b.emit1("div", [full, x]), ts[0]])], {"axes": ctx.axes(axes)})]
+
+
+def batched_matmul(ctx, lhs, rhs, side):
+    """lhs @ rhs where the operand on `side` carries the tangent batch axis (vector mode)."""
+    b = ctx.b
+    if not ctx.batched:
+        return b.emit1("matmul", [lhs, rhs])
+    if side == "lhs":
+        if lhs.type.rank == 2:               # (W, k) @ ...: a batch of vectors is a matrix
+            return b.emit1("matmul", [lhs, rhs])
+        return b.emit1("matmul", [lhs, rhs], {"batch": "lhs"})
+    if rhs.type.rank == 2:                   # ... @ (W, k): transpose the product
+        if lhs.type.rank == 1:
+            return b.emit1("matmul", [rhs, lhs])
+        return b.emit1("matmul", [rhs, b.emit1("transpose", [lhs], {"perm": (1, 0)})])
+    return b.emit1("matmul", [lhs, rhs], {"batch": "rhs"})
+
+
+def _matmul_jvp(ctx, op, xs, ts):
+    a, c = xs
+    terms = []
+    if ts[0] is not None:
+        terms.append(batched_matmul(ctx, ts[0], c, "lhs"))
+    if ts[1] is not None:
+        terms.append(batched_matmul(ctx, a, ts[1], "rhs"))
+    return [terms[0] if len(terms) == 1 else ctx.b.emit1("add", terms)]
+
+
+def _transpose_jvp(ctx, op, xs, ts):
+    perm = op.attrs["perm"]
+    if ctx.batched:
+        perm = (0,) + tuple(p + 1 for p in perm)
+    return [ctx.b.emit1("transpose", [ts[0]], {"perm": perm})]
+
+
+def _index_jvp(ctx, op, xs, ts):
+    idx = xs[1:]
+    if ctx.batched:
+        return [ctx.b.emit1("slice", [ts[0]] + idx, {"spec": "a" + op.attrs["spec"]})]
+    return [ctx.b.emit1("index", [ts[0]] + idx, op.attrs)]
+
+
+def _slice_jvp(ctx, op, xs, ts):
+    return [ctx.b.emit1("slice", [ts[0]] + xs[1:], {"spec": ctx.batch_spec(op.attrs["spec"])})]
+
+
+def _store_jvp(ctx, op, xs, ts):
+    b = ctx.b
+    x, v, idx = xs[0], xs[1], xs[2:]
+    tx = ts[0] if ts[0] is not None else ctx.zeros(x)
+    tv = ts[1]
+    if tv is None:
+        if op.prim == "add_at":
+            return [tx]
+        tv = b.const(0, x.type.dtype)
+    elif ctx.batched:
+        target = b.emit1("slice", [x] + idx, {"spec": op.attrs["spec"]}) if set(op.attrs["spec"]) != {"i"} else None
+        if target is not None:
+            tv = ctx.bcast(tv, v, target)
+    return [b.emit1(op.prim, [tx, tv] + idx, {"spec": ctx.batch_spec(op.attrs["spec"])})]
+
+
+rule("broadcast_in_dim", "jvp")(_bcast_jvp)
+rule("reduce_sum", "jvp")(_reduce_sum_jvp)
+rule("reduce_max", "jvp")(_reduce_extreme_jvp)
+rule("reduce_min", "jvp")(_reduce_extreme_jvp)
+rule("reduce_prod", "jvp")(_reduce_prod_jvp)
+rule("matmul", "jvp")(_matmul_jvp)
+rule("transpose", "jvp")(_transpose_jvp)
+rule("index", "jvp")(_index_jvp)
+rule("slice", "jvp")(_slice_jvp)
+rule("store", "jvp")(_store_jvp)
+rule("add_at", "jvp")(_store_jvp)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from llvmlite import ir as ll
 
 from ..ir import Type, is_float, is_int
-from . import TypeRuleError, defprim
+from . import PRIMS, TypeRuleError, defprim
 
 
 def broadcast_shapes(shapes):
@@ -293,3 +293,106 @@ MATH_FUNCS = ("sin", "cos", "tan", "exp", "log", "log1p", "expm1", "sqrt", "tanh
               "abs", "sign", "floor", "ceil")
 
 __all__ = ["broadcast_shapes", "BINARY_OPS", "COMPARE_OPS", "MATH_FUNCS", "is_int"]
+
+
+# ---- JVP rules ---------------------------------------------------------------------------------
+# Each differentiable elementwise primitive lists its partial derivatives, one per operand:
+# ONE / NEG for linear operands, a function (builder, out, *operands) -> coefficient, or None
+# (zero). The tangent is sum_k partial_k * tangent_k, broadcast to the result.
+ONE, NEG = "one", "neg"
+
+
+def _c(b, x, v):
+    return b.const(v, x.type.dtype)
+
+
+def _un(prim, x, b):
+    return b.emit1(prim, [x])
+
+
+def _bin(prim, x, y, b):
+    return b.emit1(prim, [x, y])
+
+
+def _jvp_partials(*parts):
+    def rule(ctx, op, xs, ts):
+        b, out = ctx.b, op.results[0]
+        acc = None
+        for part, x, t in zip(parts, xs, ts):
+            if t is None or part is None:
+                continue
+            tb = ctx.bcast(t, x, out)
+            if part == ONE:
+                term = tb
+            elif part == NEG:
+                term = b.emit1("neg", [tb])
+            else:
+                term = b.emit1("mul", [part(b, out, *xs), tb])
+            acc = term if acc is None else b.emit1("add", [acc, term])
+        return [acc]
+    return rule
+
+
+def _const_of(v):
+    op = v.owner
+    return op.attrs["value"] if getattr(op, "prim", None) == "const" else None
+
+
+def _dpow_dx(b, out, x, y):
+    yv = _const_of(y)
+    ym1 = _c(b, y, yv - 1) if yv is not None else _bin("sub", y, _c(b, y, 1), b)
+    return _bin("mul", y, _bin("pow", x, ym1, b), b)
+
+
+def _dpow_dy(b, out, x, y):
+    # d/dy x**y = log(x) x**y, taken as 0 where x == 0 (the limit from the right)
+    safe = _bin("mul", _un("log", x, b), out, b)
+    return b.emit1("select", [_bin("eq", x, _c(b, x, 0), b), _c(b, x, 0), safe])
+
+
+def _mask(prim):
+    return lambda b, out, x, y: b.emit1("cast", [_bin(prim, x, y, b)], {"dtype": x.type.dtype})
+
+
+def _select_jvp(ctx, op, xs, ts):
+    c, a, bb = xs
+    out = op.results[0]
+    ta = ctx.bcast(ts[1], a, out) if ts[1] is not None else ctx.zeros(out)
+    tb = ctx.bcast(ts[2], bb, out) if ts[2] is not None else ctx.zeros(out)
+    return [ctx.b.emit1("select", [c, ta, tb])]
+
+
+def _cast_jvp(ctx, op, xs, ts):
+    if not is_float(op.attrs["dtype"]) or not is_float(xs[0].type.dtype):
+        return [None]
+    return [ctx.b.emit1("cast", [ts[0]], {"dtype": op.attrs["dtype"]})]
+
+
+_PARTIALS = {
+    "add": (ONE, ONE),
+    "sub": (ONE, NEG),
+    "neg": (NEG,),
+    "mul": (lambda b, o, x, y: y, lambda b, o, x, y: x),
+    "div": (lambda b, o, x, y: _bin("div", _c(b, y, 1), y, b), lambda b, o, x, y: _un("neg", _bin("div", o, y, b), b)),
+    "pow": (_dpow_dx, _dpow_dy),
+    "maximum": (_mask("ge"), _mask("lt")),
+    "minimum": (_mask("le"), _mask("gt")),
+    "mod": (ONE, lambda b, o, x, y: _un("neg", _bin("floordiv", x, y, b), b)),
+    "floordiv": (None, None),
+    "abs": (lambda b, o, x: _un("sign", x, b),),
+    "sign": (None,), "floor": (None,), "ceil": (None,),
+    "sin": (lambda b, o, x: _un("cos", x, b),),
+    "cos": (lambda b, o, x: _un("neg", _un("sin", x, b), b),),
+    "tan": (lambda b, o, x: _bin("add", _c(b, x, 1), _bin("mul", o, o, b), b),),
+    "exp": (lambda b, o, x: o,),
+    "log": (lambda b, o, x: _bin("div", _c(b, x, 1), x, b),),
+    "log1p": (lambda b, o, x: _bin("div", _c(b, x, 1), _bin("add", _c(b, x, 1), x, b), b),),
+    "expm1": (lambda b, o, x: _bin("add", o, _c(b, x, 1), b),),
+    "sqrt": (lambda b, o, x: _bin("div", _c(b, x, 0.5), o, b),),
+    "tanh": (lambda b, o, x: _bin("sub", _c(b, x, 1), _bin("mul", o, o, b), b),),
+    "sigmoid": (lambda b, o, x: _bin("mul", o, _bin("sub", _c(b, x, 1), o, b), b),),
+}
+for _name, _parts in _PARTIALS.items():
+    PRIMS[_name].jvp = _jvp_partials(*_parts)
+PRIMS["select"].jvp = _select_jvp
+PRIMS["cast"].jvp = _cast_jvp

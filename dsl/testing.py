@@ -1,0 +1,164 @@
+"""Testing helpers for derivative kernels (the forward-mode analogue of `jax.test_util.check_grads`).
+
+    from dsl import kernel
+    from dsl.testing import check_jvp
+
+    @kernel
+    def f(x: f64[n], s: f64) -> f64:
+        return sum(sin(x) * s)
+
+    check_jvp(f, (np.linspace(0, 1, 5), 0.3))           # f.jvp against finite differences
+    check_jvp(f, (np.linspace(0, 1, 5), 0.3), order=2)  # and f.jvp.jvp against differences of f.jvp
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+
+from compiler.ir import is_float
+
+__all__ = ["check_jvp"]
+
+_NP = {"f32": np.float32, "f64": np.float64}
+# default (atol, rtol) by the precision the derivative kernel computes in and the precision the
+# finite differences are taken in
+_TOL = {("f64", "f64"): 1e-5, ("f32", "f64"): 2e-3, ("f32", "f32"): 2e-2}
+_EPS = {"f64": 1e-6, "f32": 2e-3}
+
+
+def check_jvp(f, args: Sequence, order: int = 1, atol: Optional[float] = None,
+              rtol: Optional[float] = None, eps: Optional[float] = None, seed: int = 0) -> None:
+    """Check `f.jvp` (and, for `order=2`, `f.jvp.jvp`) against central finite differences of `f`.
+
+    One random tangent is drawn (from `seed`) per floating-point parameter of `f`, scalar or array,
+    with its primal's shape and dtype; integer and bool parameters take none. The tangent outputs of
+    `f.jvp(*args, *tangents)` must match `(f(x + eps*t) - f(x - eps*t)) / (2*eps)` to within
+    `atol + rtol * |fd|`, elementwise, for every output. The differences are taken in float64 on
+    float64 copies of the arguments when the kernel accepts them (an unannotated or `f64` kernel);
+    otherwise at the given dtype, with a larger default `eps` and a looser default tolerance.
+
+    `order=2` also checks the second-order tangent: `f.jvp.jvp` with the primal direction `t` and a
+    zero direction for the tangent inputs gives, as its last outputs, d^2 f[t, t]; it is compared
+    with central differences of the tangent output of `f.jvp(x + eps*t, t)`.
+
+    Raises AssertionError naming the output, the order and the largest absolute and relative errors.
+
+    Example:
+
+        >>> @kernel
+        ... def p35(x: f64) -> f64:
+        ...     return x ** 3.5
+        >>> check_jvp(p35, (1.1,), order=2)
+    """
+    if order not in (1, 2):
+        raise ValueError(f"check_jvp: order must be 1 or 2, got {order!r}")
+    args = tuple(args)
+    ptypes = f._param_types(args)
+    fpos = [k for k, p in enumerate(ptypes) if is_float(p.dtype)]
+    if not fpos:
+        raise ValueError(f"check_jvp: kernel '{f.name}' has no floating-point parameter")
+    rng = np.random.default_rng(seed)
+    tangents = [_random_like(rng, args[k], ptypes[k]) for k in fpos]
+    low = "f32" if any(ptypes[k].dtype == "f32" for k in fpos) else "f64"
+
+    args64 = _as_f64(args, fpos)
+    try:
+        f(*args64)
+        fd_args, fd_dtype = args64, "f64"
+    except (TypeError, ValueError):
+        fd_args, fd_dtype = args, low
+    atol_, rtol_ = (_TOL[(low, fd_dtype)],) * 2
+    atol = atol_ if atol is None else atol
+    rtol = rtol_ if rtol is None else rtol
+    eps = _EPS[fd_dtype] if eps is None else eps
+    tuple_out = f._caller(ptypes).signature.tuple_result
+
+    def outputs(kernel, a, tup):
+        r = kernel(*a)
+        return list(r) if tup else [r]
+
+    # ---- order 1: f.jvp's tangent outputs against differences of f -----------------------------------
+    res = f.jvp(*args, *tangents)
+    n = len(res) // 2
+    got = res[n:]
+    plus = outputs(f, _shift(fd_args, fpos, ptypes, tangents, eps, fd_dtype), tuple_out)
+    minus = outputs(f, _shift(fd_args, fpos, ptypes, tangents, -eps, fd_dtype), tuple_out)
+    for k in range(n):
+        fd = (_f64(plus[k]) - _f64(minus[k])) / (2 * eps)
+        _compare(f.name, 1, k, got[k], fd, atol, rtol)
+    if order == 1:
+        return
+
+    # ---- order 2: f.jvp.jvp along (t, 0) against differences of f.jvp's tangent outputs ----------------
+    zeros = [_zeros_like(t) for t in tangents]
+    res2 = f.jvp.jvp(*args, *tangents, *tangents, *zeros)
+    got2 = res2[-n:]
+    fd_t = [_cast_like(t, fd_dtype) for t in tangents]
+    plus = f.jvp(*_shift(fd_args, fpos, ptypes, tangents, eps, fd_dtype), *fd_t)[n:]
+    minus = f.jvp(*_shift(fd_args, fpos, ptypes, tangents, -eps, fd_dtype), *fd_t)[n:]
+    for k in range(n):
+        fd = (_f64(plus[k]) - _f64(minus[k])) / (2 * eps)
+        _compare(f.name, 2, k, got2[k], fd, atol, rtol)
+
+
+def _random_like(rng, x, ptype):
+    dt = _NP[ptype.dtype]
+    if not ptype.dims:
+        return float(dt(rng.standard_normal()))
+    return rng.standard_normal(np.shape(x)).astype(dt)
+
+
+def _zeros_like(t):
+    return 0.0 if isinstance(t, float) else np.zeros_like(t)
+
+
+def _cast_like(t, dtype):
+    return t if isinstance(t, float) else t.astype(_NP[dtype])
+
+
+def _as_f64(args, fpos):
+    out = list(args)
+    for k in fpos:
+        x = args[k]
+        out[k] = float(x) if np.ndim(x) == 0 and not isinstance(x, np.ndarray) else np.asarray(x, np.float64)
+    return tuple(out)
+
+
+def _shift(args, fpos, ptypes, tangents, h, dtype):
+    """args with every floating-point argument moved by h * its tangent (computed in float64,
+    rounded to `dtype`)."""
+    out = list(args)
+    dt = _NP[dtype]
+    for k, t in zip(fpos, tangents):
+        x = np.asarray(args[k], np.float64) + h * np.asarray(t, np.float64)
+        if not ptypes[k].dims and not isinstance(args[k], np.ndarray):
+            out[k] = float(dt(x))
+        else:
+            out[k] = x.astype(dt)
+    return tuple(out)
+
+
+def _f64(v):
+    return np.asarray(v).astype(np.float64)
+
+
+def _compare(name, order, k, got, fd, atol, rtol):
+    got = _f64(got)
+    what = f"check_jvp({name}): {'tangent' if order == 1 else 'second-order tangent'} output {k}"
+    if got.shape != fd.shape:
+        raise AssertionError(f"{what} has shape {got.shape}, the finite differences {fd.shape}")
+    if got.size == 0:
+        return
+    err = np.abs(got - fd)
+    bad = ~(err <= atol + rtol * np.abs(fd))           # NaN counts as a mismatch
+    if not np.any(bad):
+        return
+    rel = err / np.maximum(np.abs(fd), np.finfo(np.float64).tiny)
+    i = np.unravel_index(int(np.argmax(np.where(bad, np.nan_to_num(err, nan=np.inf), -1.0))), got.shape)
+    where = f" at index {tuple(int(j) for j in i)}" if got.ndim else ""
+    raise AssertionError(
+        f"{what} (order {order}) differs from central finite differences: "
+        f"{int(np.count_nonzero(bad))} of {got.size} element(s) out of tolerance (atol={atol:g}, rtol={rtol:g}); "
+        f"max abs error {np.nanmax(err):.3g}, max rel error {np.nanmax(rel):.3g}; "
+        f"worst{where}: jvp {got[i]!r}, finite differences {fd[i]!r}")

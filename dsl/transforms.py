@@ -1,0 +1,140 @@
+"""Derivative transforms. Each returns a `Kernel` whose IR is produced by an IR-to-IR pass over
+its base kernel's IR, so transforms compose (`f.jvp.jvp`, `jacfwd(f.jvp)`) and every derivative
+compiles to one fused native function."""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+from compiler import ir
+from compiler.ad.jvp import jvp_function
+from compiler.ad.jacobian import jacfwd_function
+from compiler.ir import is_float
+
+from .kernel import KernelBase
+from .lower import ParamType
+
+
+class DerivedKernel(KernelBase):
+    """A kernel defined as `transform(IR of base)`. Its arguments are the base's arguments
+    followed by `extra(base_param_types)` (e.g. one tangent per floating-point parameter)."""
+
+    def __init__(self, base: KernelBase, name: str, transform: Callable[[ir.Function], ir.Function],
+                 extra: Callable[[tuple], list], names: Callable[[list, tuple], list], check=None):
+        self.base = base
+        self._init_base(name, base.boundscheck)
+        self._transform = transform
+        self._extra = extra
+        self._names_fn = names
+        self._check = check
+
+    def _base_types(self, seq) -> tuple:
+        nb = self.base._arity(seq)
+        head = tuple(seq[:nb])
+        if all(isinstance(x, ParamType) for x in head) and len(head) == nb:
+            return head
+        return tuple(self.base._param_types(head))
+
+    def _arity(self, seq) -> int:
+        return self.base._arity(seq) + len(self._extra(self._base_types(seq)))
+
+    def _fully_declared(self) -> bool:
+        return self.base._fully_declared()
+
+    def param_names(self, seq) -> list:
+        return self._names_fn(self.base.param_names(seq), self._base_types(seq))
+
+    def _param_types(self, args) -> tuple:
+        base_pt = self._base_types(args)
+        extra = self._extra(base_pt)
+        if len(args) != len(base_pt) + len(extra):
+            raise TypeError(f"{self.name}() takes {len(base_pt) + len(extra)} argument(s) "
+                            f"({', '.join(self.param_names(args))}), got {len(args)}")
+        return tuple(base_pt) + tuple(extra)
+
+    def _lower_ir(self, ptypes) -> ir.Function:
+        nb = self.base._arity(ptypes)
+        fn = self._transform(self.base._lower_ir(tuple(ptypes[:nb])))
+        fn.param_names = self.param_names(ptypes)
+        return fn
+
+    def __call__(self, *args, target=None):
+        if self._check is not None:
+            self._check(self, args)
+        return KernelBase.__call__(self, *args, target=target)
+
+
+def _unique(names: list) -> list:
+    """Make derived parameter names distinct (a second-order tangent of x would repeat x_dot)."""
+    seen, out = set(), []
+    for n in names:
+        m, k = n, 2
+        while m in seen:
+            m, k = f"{n}{k}", k + 1
+        seen.add(m)
+        out.append(m)
+    return out
+
+
+def _float_positions(ptypes) -> list:
+    return [k for k, p in enumerate(ptypes) if is_float(p.dtype)]
+
+
+def _check_tangents(kernel, args):
+    """A tangent must have its primal's shape and dtype (TypeError naming the parameter)."""
+    nb = kernel.base._arity(args)
+    if len(args) < nb:
+        return
+    names = kernel.base.param_names(args)
+    for t_idx, p_idx in enumerate(_float_positions(kernel._base_types(args))):
+        if nb + t_idx >= len(args):
+            return
+        p, t = args[p_idx], args[nb + t_idx]
+        ps, ts = np.shape(p), np.shape(t)
+        if ps != ts:
+            raise TypeError(f"tangent for parameter '{names[p_idx]}' has shape {ts}, its primal has shape {ps}")
+        pd, td = getattr(p, "dtype", None), getattr(t, "dtype", None)
+        if pd is not None and td is not None and pd != td:
+            raise TypeError(f"tangent for parameter '{names[p_idx]}' has dtype {td}, its primal has dtype {pd}")
+
+
+def jvp_kernel(f: KernelBase) -> DerivedKernel:
+    return DerivedKernel(
+        f, f.name + ".jvp", lambda fn: jvp_function(fn, name=fn.name + "_jvp"),
+        lambda pt: [pt[k] for k in _float_positions(pt)],
+        lambda names, pt: _unique(list(names) + [names[k] + "_dot" for k in _float_positions(pt)]),
+        _check_tangents)
+
+
+def jvp(f: KernelBase, primals: Sequence, tangents: Sequence):
+    """`(f(*primals), J(primals) @ tangents)`, as `jax.jvp`: one tangent per floating-point parameter."""
+    primals, tangents = tuple(primals), tuple(tangents)
+    out = f.jvp(*primals, *tangents)
+    n = len(out) // 2
+    outs, touts = out[:n], out[n:]
+    if n == 1 and not _returns_tuple(f, primals):
+        return outs[0], touts[0]
+    return tuple(outs), tuple(touts)
+
+
+def _returns_tuple(f, primals) -> bool:
+    return f._caller(f._param_types(primals)).signature.tuple_result
+
+
+def jacfwd(f: KernelBase, argnums=0) -> KernelBase:
+    """The Jacobian of f w.r.t. args[argnums] (shape out.shape + in.shape), by vector-mode forward
+    differentiation: all basis tangents go through one pass."""
+    if isinstance(argnums, (tuple, list)):
+        if len(set(argnums)) != len(argnums):
+            raise ValueError(f"argnums {tuple(argnums)} names the same argument twice")
+        argnums = tuple(argnums)
+    elif not isinstance(argnums, int):
+        raise TypeError("argnums must be an int or a tuple of ints")
+    nums = argnums if isinstance(argnums, tuple) else (argnums,)
+    return DerivedKernel(f, f"jacfwd({f.name})",
+                         lambda fn: jacfwd_function(fn, nums, isinstance(argnums, tuple)),
+                         lambda pt: [], lambda names, pt: list(names))
+
+
+_ = np
