@@ -9,6 +9,6 @@ from .types import f32, f64, i32, i64
 __all__ = ["kernel", "Kernel", "compile_file", "compile_source", "DslcError", "DslSyntaxError",
            "DslNameError", "DslTypeError", "DslValueError", "UnsupportedError", "f32", "f64", "i32", "i64"]
 
-from .transforms import jacfwd, jvp  # noqa: E402
+from .transforms import grad, jacfwd, jvp, value_and_grad, vjp  # noqa: E402
 
-__all__ += ["jvp", "jacfwd"]
+__all__ += ["jvp", "jacfwd", "vjp", "grad", "value_and_grad"]

@@ -125,6 +125,15 @@ class KernelBase:
             self._jvp = jvp_kernel(self)
         return self._jvp
 
+    @property
+    def vjp(self) -> "KernelBase":
+        """The reverse-mode derivative kernel: `f.vjp(*primals, *cotangents) -> (*outs, *cotangents)`,
+        one cotangent per floating-point parameter."""
+        if getattr(self, "_vjp", None) is None:
+            from .transforms import vjp_kernel
+            self._vjp = vjp_kernel(self)
+        return self._vjp
+
     def __repr__(self):
         return f"<dsl.Kernel {self.name}>"
 

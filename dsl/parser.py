@@ -311,6 +311,8 @@ def _unescape(body: str) -> str:
         code = x or u or big_u
         if code is not None:
             return chr(int(code, 16))
+        if other in "xuUN":
+            raise ValueError(f"truncated \\{other} escape")
         return "\\" + other
 
     return _ESCAPE.sub(sub, body)
@@ -841,19 +843,18 @@ def _eof_position(src: str, off: int):
     return len(lines) + off, len(lines[-1].rstrip("\r")) + 1
 
 
+_FIRST_CODE_LINE = re.compile(r"(?:[ \t\f]*(?:#[^\n]*)?\r?\n)*([ \t\f]*)")
+
+
 def _base_indent(src: str, off: int) -> int:
     """Indentation of the first line of code: the level the whole text sits at."""
-    in_cont = False
-    for i, line in enumerate(src.split("\n")):
-        stripped = line.lstrip(" \t\f")
-        if not stripped or stripped.startswith("#") or stripped == "\r":
-            continue
-        head = line[: len(line) - len(stripped)]
-        if "\t" in head:
-            raise _Fail("tab characters are not allowed in indentation; indent with spaces",
-                        i + 1 + off, head.index("\t") + 1)
-        return len(head)
-    return 0
+    m = _FIRST_CODE_LINE.match(src)
+    head = m.group(1)
+    if "\t" in head:
+        line = src.count("\n", 0, m.start(1)) + 1
+        raise _Fail("tab characters are not allowed in indentation; indent with spaces",
+                    line + off, head.index("\t") + 1)
+    return len(head)
 
 
 def _line_text(text: str, line: int, off: int) -> str:

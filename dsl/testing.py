@@ -60,14 +60,21 @@ def check_jvp(f, args: Sequence, order: int = 1, atol: Optional[float] = None,
         raise ValueError(f"check_jvp: kernel '{f.name}' has no floating-point parameter")
     rng = np.random.default_rng(seed)
     tangents = [_random_like(rng, args[k], ptypes[k]) for k in fpos]
-    low = "f32" if any(ptypes[k].dtype == "f32" for k in fpos) else "f64"
+    out_dtypes = [o.dtype for o in f._caller(ptypes).signature.outputs]
+    low = "f32" if "f32" in [ptypes[k].dtype for k in fpos] + out_dtypes else "f64"
 
+    # differences in float64 when the kernel computes in float64 given float64 copies (an f32
+    # parameter would round the shifted argument, an f32 output the difference)
     args64 = _as_f64(args, fpos)
+    fd_args, fd_dtype, fd_types = args, low, ptypes
     try:
-        f(*args64)
-        fd_args, fd_dtype = args64, "f64"
+        pt64 = f._param_types(args64)
+        if all(pt64[k].dtype == "f64" for k in fpos) and \
+                "f32" not in [o.dtype for o in f._caller(pt64).signature.outputs]:
+            f(*args64)
+            fd_args, fd_dtype, fd_types = args64, "f64", pt64
     except (TypeError, ValueError):
-        fd_args, fd_dtype = args, low
+        pass
     atol_, rtol_ = (_TOL[(low, fd_dtype)],) * 2
     atol = atol_ if atol is None else atol
     rtol = rtol_ if rtol is None else rtol
@@ -82,8 +89,8 @@ def check_jvp(f, args: Sequence, order: int = 1, atol: Optional[float] = None,
     res = f.jvp(*args, *tangents)
     n = len(res) // 2
     got = res[n:]
-    plus = outputs(f, _shift(fd_args, fpos, ptypes, tangents, eps, fd_dtype), tuple_out)
-    minus = outputs(f, _shift(fd_args, fpos, ptypes, tangents, -eps, fd_dtype), tuple_out)
+    plus = outputs(f, _shift(fd_args, fpos, fd_types, tangents, eps), tuple_out)
+    minus = outputs(f, _shift(fd_args, fpos, fd_types, tangents, -eps), tuple_out)
     for k in range(n):
         fd = (_f64(plus[k]) - _f64(minus[k])) / (2 * eps)
         _compare(f.name, 1, k, got[k], fd, atol, rtol)
@@ -94,9 +101,9 @@ def check_jvp(f, args: Sequence, order: int = 1, atol: Optional[float] = None,
     zeros = [_zeros_like(t) for t in tangents]
     res2 = f.jvp.jvp(*args, *tangents, *tangents, *zeros)
     got2 = res2[-n:]
-    fd_t = [_cast_like(t, fd_dtype) for t in tangents]
-    plus = f.jvp(*_shift(fd_args, fpos, ptypes, tangents, eps, fd_dtype), *fd_t)[n:]
-    minus = f.jvp(*_shift(fd_args, fpos, ptypes, tangents, -eps, fd_dtype), *fd_t)[n:]
+    fd_t = [_cast_like(t, fd_types[k].dtype) for k, t in zip(fpos, tangents)]
+    plus = f.jvp(*_shift(fd_args, fpos, fd_types, tangents, eps), *fd_t)[n:]
+    minus = f.jvp(*_shift(fd_args, fpos, fd_types, tangents, -eps), *fd_t)[n:]
     for k in range(n):
         fd = (_f64(plus[k]) - _f64(minus[k])) / (2 * eps)
         _compare(f.name, 2, k, got2[k], fd, atol, rtol)
@@ -125,12 +132,12 @@ def _as_f64(args, fpos):
     return tuple(out)
 
 
-def _shift(args, fpos, ptypes, tangents, h, dtype):
+def _shift(args, fpos, ptypes, tangents, h):
     """args with every floating-point argument moved by h * its tangent (computed in float64,
-    rounded to `dtype`)."""
+    rounded to the parameter's dtype)."""
     out = list(args)
-    dt = _NP[dtype]
     for k, t in zip(fpos, tangents):
+        dt = _NP[ptypes[k].dtype]
         x = np.asarray(args[k], np.float64) + h * np.asarray(t, np.float64)
         if not ptypes[k].dims and not isinstance(args[k], np.ndarray):
             out[k] = float(dt(x))

@@ -10,6 +10,7 @@ import numpy as np
 from compiler import ir
 from compiler.ad.jvp import jvp_function
 from compiler.ad.jacobian import jacfwd_function
+from compiler.ad.transpose import grad_function, vjp_function
 from compiler.ir import is_float
 
 from .kernel import KernelBase
@@ -21,8 +22,10 @@ class DerivedKernel(KernelBase):
     followed by `extra(base_param_types)` (e.g. one tangent per floating-point parameter)."""
 
     def __init__(self, base: KernelBase, name: str, transform: Callable[[ir.Function], ir.Function],
-                 extra: Callable[[tuple], list], names: Callable[[list, tuple], list], check=None):
+                 extra: Callable[[tuple], list], names: Callable[[list, tuple], list], check=None,
+                 post: Callable | None = None):
         self.base = base
+        self._post = post
         self._init_base(name, base.boundscheck)
         self._transform = transform
         self._extra = extra
@@ -62,7 +65,8 @@ class DerivedKernel(KernelBase):
     def __call__(self, *args, target=None):
         if self._check is not None:
             self._check(self, args)
-        return KernelBase.__call__(self, *args, target=target)
+        out = KernelBase.__call__(self, *args, target=target)
+        return self._post(out) if self._post is not None else out
 
 
 def _unique(names: list) -> list:
@@ -138,3 +142,75 @@ def jacfwd(f: KernelBase, argnums=0) -> KernelBase:
 
 
 _ = np
+
+
+def _output_types(f: KernelBase, base_pt) -> list:
+    """The result types of `f` for these parameter types (as ParamTypes, for cotangents)."""
+    fn = f._lower_ir(tuple(base_pt))
+    return [ParamType(t.dtype, tuple(t.shape)) for t in fn.result_types]
+
+
+def vjp_kernel(f: KernelBase) -> DerivedKernel:
+    return DerivedKernel(
+        f, f.name + ".vjp", lambda fn: vjp_function(fn, name=fn.name + "_vjp"),
+        lambda pt: _output_types(f, pt),
+        lambda names, pt: _unique(list(names) + [f"ct{k}" for k in range(len(_output_types(f, pt)))]))
+
+
+def vjp(f: KernelBase, *primals):
+    """`(f(*primals), pullback)` as `jax.vjp`; `pullback(ct)` returns one cotangent per parameter
+    (None for integer and bool parameters)."""
+    out = f(*primals)
+    pt = f._param_types(primals)
+    is_tuple = isinstance(out, tuple)
+    float_pos = _float_positions(pt)
+
+    def pullback(ct):
+        cts = tuple(ct) if is_tuple else (ct,)
+        res = f.vjp(*primals, *cts)
+        grads = res[len(cts):]
+        full = [None] * len(pt)
+        for k, g in zip(float_pos, grads):
+            full[k] = g
+        return tuple(full)
+    return out, pullback
+
+
+def _argnums(argnums):
+    if isinstance(argnums, (tuple, list)):
+        if len(set(argnums)) != len(argnums):
+            raise ValueError(f"argnums {tuple(argnums)} names the same argument twice")
+        return tuple(argnums), True
+    if not isinstance(argnums, int) or isinstance(argnums, bool):
+        raise TypeError("argnums must be an int or a tuple of ints")
+    return (argnums,), False
+
+
+def _resolve_argnums(nums, fn):
+    n = len(fn.params)
+    for k in nums:
+        if not -n <= k < n:
+            from compiler.diagnostics import DslValueError
+            raise DslValueError(f"argnums {k} is out of range for '{fn.name}' with {n} parameter(s)", fn.loc)
+    return tuple(k % n for k in nums)
+
+
+def grad(f: KernelBase, argnums=0, unconnected: str = "zero") -> KernelBase:
+    """A kernel returning d f / d args[argnums] for a scalar-valued f (reverse mode, one fused
+    function). Gradients of inputs the output does not depend on are zeros."""
+    nums, as_tuple = _argnums(argnums)
+    if unconnected not in ("zero", "none"):
+        raise ValueError("unconnected must be 'zero' or 'none'")
+    return DerivedKernel(f, f"grad({f.name})",
+                         lambda fn: grad_function(fn, _resolve_argnums(nums, fn)),
+                         lambda pt: [], lambda names, pt: list(names),
+                         post=None if as_tuple else None)
+
+
+def value_and_grad(f: KernelBase, argnums=0) -> KernelBase:
+    """A kernel returning `(f(*args), grad)`; grad is a tuple when argnums is."""
+    nums, as_tuple = _argnums(argnums)
+    post = (lambda out: (out[0], tuple(out[1:]))) if as_tuple else None
+    return DerivedKernel(f, f"value_and_grad({f.name})",
+                         lambda fn: grad_function(fn, _resolve_argnums(nums, fn), with_value=True),
+                         lambda pt: [], lambda names, pt: list(names), post=post)

@@ -531,3 +531,84 @@ def test_constructors():
         a, b = ctors_no_float_params(n)
         assert a.dtype == np.float64 and b.dtype == np.float64
         np.testing.assert_array_equal(b, np.full((2, n), 0.25))
+
+
+@kernel
+def red_identity_axes(x: f64[a, b, c]):
+    return sum(x, axis=(0, 2)), prod(x, axis=1), mean(x, axis=-1), sum(x, axis=(-3, -2, -1))
+
+
+@SETTINGS
+@given(st.tuples(st.integers(0, 3), st.integers(0, 3), st.integers(0, 3)))
+def test_sum_prod_mean_axes_with_empty_extents(shape):
+    x = rng.standard_normal(shape)
+    got = red_identity_axes(x)
+    with np.errstate(all="ignore"):
+        want = (x.sum(axis=(0, 2)), x.prod(axis=1), x.mean(axis=-1), x.sum())
+    for g, w in zip(got, want):
+        assert np.shape(g) == np.shape(w)
+        np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-14)
+
+
+# ---- shapes that follow integer arguments, slices of slices, slice stores -------------------------------------
+@kernel
+def n_and_dim(n: i64, x: f64[n]) -> f64:
+    return sum(x) * n
+
+
+@kernel
+def out_from_int(x: f64[n], k: i64):
+    return x[k:], zeros(k + 1)
+
+
+@kernel
+def slice_of_slice(x: f64[n], a: i64):
+    y = x[a:]
+    return y[1:-1]
+
+
+@kernel
+def upper_ones(n: i64) -> f64[n, n]:
+    A = zeros((n, n))
+    for i in range(n):
+        A[i, i:] = 1.0
+    return A
+
+
+@kernel
+def store_len_mismatch(n: i64) -> f64[n]:
+    y = zeros(n)
+    y[2:5] = ones(3)
+    return y
+
+
+@kernel
+def prefix_sums(x: f64[n]) -> f64:
+    s = 0.0
+    for i in range(n):
+        s += sum(x[:i])
+    return s
+
+
+def test_int_arguments_in_shapes():
+    assert n_and_dim(3, np.ones(3)) == 9.0
+    with pytest.raises(ValueError) as ei:
+        n_and_dim(4, np.ones(3))                 # the dim 'n' and the argument n disagree
+    assert "'n'" in str(ei.value)
+    for k in (0, 2, 7):
+        a, z = out_from_int(np.arange(5.0), k)
+        np.testing.assert_array_equal(a, np.arange(5.0)[k:])
+        assert z.shape == (k + 1,)
+    with pytest.raises(ValueError):
+        out_from_int(np.arange(5.0), -2)         # zeros(-1)
+    for a in range(-8, 8):
+        x = np.arange(6.0)
+        np.testing.assert_array_equal(slice_of_slice(x, a), x[a:][1:-1])
+    np.testing.assert_array_equal(upper_ones(4), np.triu(np.ones((4, 4))))
+    want = np.zeros(6)
+    want[2:5] = 1.0
+    np.testing.assert_array_equal(store_len_mismatch(6), want)
+    with pytest.raises(ValueError):
+        store_len_mismatch(3)                    # y[2:5] has extent 1 when n == 3
+    x = rng.standard_normal(7)
+    assert prefix_sums(x) == pytest.approx(sum(x[:i].sum() for i in range(7)), rel=1e-12)

@@ -308,6 +308,12 @@ def test_bool_and_string_literals():
     assert expr("''").value == "" and expr('""').value == ""
     assert expr("'é'").value == "é"
     assert isinstance(expr("None"), A.Name)       # not a literal of the DSL
+    assert expr(r"'\x41\101\u00e9\N{BULLET}\q'").value == "AAé\u2022\\q"   # unknown escapes kept
+
+
+def test_bad_string_escape():
+    e = syntax_error("def f():\n    return '\\x4'\n")
+    assert "invalid escape" in e.message and (e.loc.line, e.loc.col) == (2, 12)
 
 
 def test_backslash_continuation_and_tabs_inside_lines():
@@ -529,34 +535,35 @@ def test_source_too_long():
 
 
 def test_no_foreign_exceptions_on_garbage():
+    """Random token soup and random edits of a valid kernel: parse or DslSyntaxError, nothing else."""
     import random
     rng = random.Random(7)
     toks = ["def", "f", "(", ")", ":", "\n", "    ", "x", "=", "+", "-", "**", "[", "]", ",", "1", ".5",
             "if", "elif", "else", "for", "in", "while", "return", "not", "and", "<", "'s'", '"""d"""',
             "#c", "@", "\\\n", "\t", "pass", " ", "import", ".", "->", "+=", ";", "$", "{", "'", "0x"]
-    for _ in range(400):
-        src = "".join(rng.choice(toks) for _ in range(rng.randint(1, 30)))
-        if rng.random() < 0.5:
-            src = "def f(x):\n    " + src
+    base = SPEC_EXAMPLE
+    for i in range(1000):
+        if i % 2:
+            src = "".join(rng.choice(toks) for _ in range(rng.randint(1, 30)))
+            if rng.random() < 0.5:
+                src = "def f(x):\n    " + src
+        else:
+            chars = list(base)
+            for _ in range(rng.randint(1, 3)):
+                p = rng.randrange(len(chars))
+                r = rng.random()
+                if r < 0.3:
+                    del chars[p]
+                elif r < 0.6:
+                    chars.insert(p, rng.choice(toks))
+                else:
+                    chars[p] = rng.choice(toks)
+            src = "".join(chars)
         try:
             parse(src)
         except DslSyntaxError as e:
             assert e.loc is not None and e.loc.line >= 1 and e.loc.col >= 1
-
-
-def test_hypothesis_text_never_leaks_other_exceptions():
-    hypothesis = pytest.importorskip("hypothesis")
-    st = hypothesis.strategies
-
-    @hypothesis.settings(max_examples=80, deadline=None, database=None)
-    @hypothesis.given(st.text(alphabet="def(x):\n =+-*/[]{},.'\"#@\\\t 01ae", max_size=60))
-    def check(s):
-        try:
-            parse("def f(x):\n    " + s)
-        except DslSyntaxError:
-            pass
-
-    check()
+            assert ": error: " in str(e)
 
 
 # ---------------------------------------------------------------- grammar and performance
@@ -602,14 +609,15 @@ def chain_energy(x: f64[n], W: f32[n, k], b: f32) -> f64:
 
 def test_parse_is_fast():
     parse(KERNEL_30)
-    best = min(_timed(lambda: parse(KERNEL_30)) for _ in range(20))
+    # CPU time, best of 30: robust against other processes competing for the machine
+    best = min(_timed(lambda: parse(KERNEL_30)) for _ in range(30))
     assert best < 0.005, f"parsing a 30-line kernel took {best * 1e3:.2f} ms"
 
 
 def _timed(f):
-    t = time.perf_counter()
+    t = time.process_time()
     f()
-    return time.perf_counter() - t
+    return time.process_time() - t
 
 
 def test_parser_is_cached_and_thread_safe():

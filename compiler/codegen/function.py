@@ -130,6 +130,14 @@ class FunctionCodegen:
                                    f"parameter '{other}'", self.fn.loc, d, od)
                     else:
                         bound[sym] = (name, d)
+        # an integer parameter named like a dim (`def f(n: i64, x: f64[n])`) must equal that extent
+        for p, name in zip(self.fn.params, self.fn.param_names):
+            if p.type.is_scalar and ir.is_int(p.type.dtype) and name in bound:
+                other, od = bound[name]
+                v = self.to_i64(self.values[p])
+                self.check(self.b.icmp_signed("==", v, od), "shape",
+                           f"parameter '{name}' must equal the extent '{name}' of parameter '{other}'",
+                           self.fn.loc, v, od)
 
     # ---- values --------------------------------------------------------------------------
     def get(self, v: ir.Value):

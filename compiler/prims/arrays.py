@@ -566,3 +566,98 @@ rule("index", "jvp")(_index_jvp)
 rule("slice", "jvp")(_slice_jvp)
 rule("store", "jvp")(_store_jvp)
 rule("add_at", "jvp")(_store_jvp)
+
+
+# ---- transpose rules (reverse mode) ----------------------------------------------------------------
+def _bcast_T(tc, op, ct, lin):
+    x = op.operands[0]
+    bd, rshape = op.attrs["bdims"], op.attrs["shape"]
+    unit = [k for k, d in enumerate(x.type.shape) if d == 1 and rshape[bd[k]] != 1]
+    axes = tuple(sorted([a for a in range(len(rshape)) if a not in bd] + [bd[k] for k in unit]))
+    r = tc.b.emit1("reduce_sum", [ct], {"axes": axes}) if axes else ct
+    if unit:
+        kept = tuple(k for k in range(x.type.rank) if k not in unit)
+        r = tc.b.broadcast_to(r, x.type.shape, tc.dims(x), bdims=kept)
+    return [r] + [None] * (len(op.operands) - 1)
+
+
+def _reduce_sum_T(tc, op, ct, lin):
+    x = op.operands[0]
+    kept = tuple(k for k in range(x.type.rank) if k not in op.attrs["axes"])
+    return [tc.b.broadcast_to(ct, x.type.shape, tc.dims(x), bdims=kept)]
+
+
+def _outer(tc, u, v, ud, vd):
+    b = tc.b
+    shape = (u.type.shape[0], v.type.shape[0])
+    return b.emit1("mul", [b.broadcast_to(u, shape, [ud, vd], bdims=(0,)), b.broadcast_to(v, shape, [ud, vd], bdims=(1,))])
+
+
+def _T2(b, m):
+    return b.emit1("transpose", [m], {"perm": (1, 0)})
+
+
+def _matmul_T(tc, op, ct, lin):
+    if op.attrs.get("batch"):
+        raise TypeRuleError("reverse mode of a batched matmul is not supported")
+    a, c = op.operands
+    b = tc.b
+    ra, rc = a.type.rank, c.type.rank
+    out = [None, None]
+    if lin[0]:
+        cp = tc.primal(c)
+        if ra == 1 and rc == 1:
+            out[0] = b.emit1("mul", [ct, cp])
+        elif ra == 2 and rc == 1:
+            out[0] = _outer(tc, ct, cp, tc.dims(a)[0], tc.dims(c)[0])
+        elif ra == 1:
+            out[0] = b.emit1("matmul", [cp, ct])
+        else:
+            out[0] = b.emit1("matmul", [ct, _T2(b, cp)])
+    if lin[1]:
+        ap = tc.primal(a)
+        if ra == 1 and rc == 1:
+            out[1] = b.emit1("mul", [ct, ap])
+        elif ra == 2 and rc == 1:
+            out[1] = b.emit1("matmul", [ct, ap])
+        elif ra == 1:
+            out[1] = _outer(tc, ap, ct, tc.dims(c)[0], tc.dims(c)[1])
+        else:
+            out[1] = b.emit1("matmul", [_T2(b, ap), ct])
+    return out
+
+
+def _transpose_T(tc, op, ct, lin):
+    perm = op.attrs["perm"]
+    inv = tuple(perm.index(k) for k in range(len(perm)))
+    return [tc.b.emit1("transpose", [ct], {"perm": inv})]
+
+
+def _gather_T(tc, op, ct, lin):
+    x = op.operands[0]
+    idx = [tc.primal(o) for o in op.operands[1:]]
+    return [tc.b.emit1("add_at", [tc.zeros(x), ct] + idx, {"spec": op.attrs["spec"]})] + [None] * len(idx)
+
+
+def _store_T(tc, op, ct, lin):
+    x, v = op.operands[0], op.operands[1]
+    idx = [tc.primal(o) for o in op.operands[2:]]
+    spec = op.attrs["spec"]
+    b = tc.b
+    out = [None, None] + [None] * len(idx)
+    if lin[0]:
+        out[0] = ct if op.prim == "add_at" else b.emit1("store", [ct, b.const(0, ct.type.dtype)] + idx, {"spec": spec})
+    if lin[1]:
+        part = b.emit1("index" if set(spec) == {"i"} else "slice", [ct] + idx, {"spec": spec})
+        out[1] = tc.unbroadcast(part, v)
+    return out
+
+
+rule("broadcast_in_dim", "transpose")(_bcast_T)
+rule("reduce_sum", "transpose")(_reduce_sum_T)
+rule("matmul", "transpose")(_matmul_T)
+rule("transpose", "transpose")(_transpose_T)
+rule("index", "transpose")(_gather_T)
+rule("slice", "transpose")(_gather_T)
+rule("store", "transpose")(_store_T)
+rule("add_at", "transpose")(_store_T)

@@ -396,3 +396,56 @@ for _name, _parts in _PARTIALS.items():
     PRIMS[_name].jvp = _jvp_partials(*_parts)
 PRIMS["select"].jvp = _select_jvp
 PRIMS["cast"].jvp = _cast_jvp
+
+
+# ---- transpose rules (reverse mode) ----------------------------------------------------------------
+# rule(tc, op, ct, linear) -> one cotangent contribution per operand (None where not linear).
+def _add_T(tc, op, ct, lin):
+    a, c = op.operands
+    return [tc.unbroadcast(ct, a) if lin[0] else None, tc.unbroadcast(ct, c) if lin[1] else None]
+
+
+def _sub_T(tc, op, ct, lin):
+    a, c = op.operands
+    return [tc.unbroadcast(ct, a) if lin[0] else None,
+            tc.unbroadcast(tc.b.emit1("neg", [ct]), c) if lin[1] else None]
+
+
+def _neg_T(tc, op, ct, lin):
+    return [tc.b.emit1("neg", [ct])]
+
+
+def _mul_T(tc, op, ct, lin):
+    a, c = op.operands
+    if lin[0] and lin[1]:
+        raise TypeRuleError("mul of two tangents is not linear")
+    k = 0 if lin[0] else 1
+    other = tc.primal(op.operands[1 - k])
+    out = [None, None]
+    out[k] = tc.unbroadcast(tc.b.emit1("mul", [ct, other]), op.operands[k])
+    return out
+
+
+def _div_T(tc, op, ct, lin):
+    a, c = op.operands
+    if lin[1]:
+        raise TypeRuleError("division by a tangent is not linear")
+    return [tc.unbroadcast(tc.b.emit1("div", [ct, tc.primal(c)]), a), None]
+
+
+def _select_T(tc, op, ct, lin):
+    c, a, bb = op.operands
+    cond = tc.primal(c)
+    zero = tc.b.const(0, ct.type.dtype)
+    return [None,
+            tc.unbroadcast(tc.b.emit1("select", [cond, ct, zero]), a) if lin[1] else None,
+            tc.unbroadcast(tc.b.emit1("select", [cond, zero, ct]), bb) if lin[2] else None]
+
+
+def _cast_T(tc, op, ct, lin):
+    return [tc.b.emit1("cast", [ct], {"dtype": op.operands[0].type.dtype})]
+
+
+for _name, _rule in (("add", _add_T), ("sub", _sub_T), ("neg", _neg_T), ("mul", _mul_T), ("div", _div_T),
+                     ("select", _select_T), ("cast", _cast_T)):
+    PRIMS[_name].transpose = _rule

@@ -1,0 +1,192 @@
+"""Reverse mode by linearize-and-transpose (JAX's design).
+
+`vjp_function(fn)` takes the JVP of `fn` (the linearization: primal ops compute the residuals,
+tangent ops are linear in the tangents), keeps the primal ops as the forward sweep and walks
+the linear ops backwards, applying each primitive's transpose rule (registered beside the
+primitive) to accumulate cotangents.
+
+Not yet supported: linear values flowing through `for`/`while`/`if` (reverse mode through
+control flow needs the checkpointed reverse loop); it raises UnsupportedError.
+"""
+from __future__ import annotations
+
+from .. import ir
+from ..builder import Builder
+from ..diagnostics import UnsupportedError
+from ..ir import Type, Value, is_float
+from ..prims import PRIMS
+from .jacobian import clone_into
+from .jvp import jvp_function
+
+
+class TransposeContext:
+    """What transpose rules need: the builder and the run-time extents of linear values."""
+
+    def __init__(self, b: Builder, dims: dict, env: dict):
+        self.b, self._dims, self.env = b, dims, env
+
+    def dims(self, v: Value) -> list:
+        """Run-time extents of a value of the linear program (linear or primal)."""
+        if v in self._dims:
+            return self._dims[v]
+        return self.b.dims_of(self.env.get(v, v))
+
+    def primal(self, v: Value) -> Value:
+        return self.env.get(v, v)
+
+    def zeros(self, like: Value) -> Value:
+        z = self.b.const(0, like.type.dtype)
+        if like.type.is_scalar:
+            return z
+        return self.b.broadcast_to(z, like.type.shape, self.dims(like), bdims=())
+
+    def unbroadcast(self, ct: Value, operand: Value) -> Value:
+        """Sum `ct` (shaped like a broadcast result) back to `operand`'s shape."""
+        t, s = ct.type.shape, operand.type.shape
+        off = len(t) - len(s)
+        axes = tuple(range(off)) + tuple(off + k for k, d in enumerate(s) if d == 1 and t[off + k] != 1)
+        if not axes:
+            return ct
+        r = self.b.emit1("reduce_sum", [ct], {"axes": axes})
+        if r.type.shape != s:
+            r = self.b.broadcast_to(r, s, self.dims(operand),
+                                    bdims=tuple(k for k, d in enumerate(s) if not (d == 1 and t[off + k] != 1)))
+        return r
+
+
+def _shape_dims(tc: TransposeContext, op: ir.Op, linear: set) -> list:
+    """Run-time extents of a linear op's result, computed from its operands' extents."""
+    b = tc.b
+    r = op.results[0]
+    if r.type.is_scalar:
+        return []
+    kind = PRIMS[op.prim].kind
+    if kind == "elementwise":
+        out = [None] * r.type.rank
+        for o in op.operands:
+            off = r.type.rank - o.type.rank
+            for k, d in enumerate(o.type.shape):
+                if out[off + k] is None and not (d == 1 and r.type.shape[off + k] != 1):
+                    out[off + k] = tc.dims(o)[k]
+        return [d if d is not None else b.const(1, "i64") for d in out]
+    if op.prim == "broadcast_in_dim":
+        return [tc.primal(d) for d in op.operands[1:]]
+    if op.prim.startswith("reduce_"):
+        xd = tc.dims(op.operands[0])
+        return [d for k, d in enumerate(xd) if k not in op.attrs["axes"]]
+    if op.prim == "transpose":
+        xd = tc.dims(op.operands[0])
+        return [xd[p] for p in op.attrs["perm"]]
+    if op.prim in ("store", "add_at"):
+        return tc.dims(op.operands[0])
+    if op.prim == "slice":
+        x = op.operands[0]
+        probe = b.emit1("slice", [tc.zeros(x)] + [tc.primal(o) for o in op.operands[1:]], op.attrs)
+        return b.dims_of(probe)
+    if op.prim == "matmul":
+        a, c = op.operands
+        ad, cd = tc.dims(a), tc.dims(c)
+        return (ad[:-1] if a.type.rank == 2 else []) + (cd[1:] if c.type.rank == 2 else [])
+    raise UnsupportedError(f"reverse mode: cannot size the result of '{op.prim}'", op.loc)
+
+
+def _all_operands(op: ir.Op):
+    """Operands of op and of every op in its regions (regions may use enclosing values)."""
+    yield from op.operands
+    for r in op.regions:
+        for inner in ir.walk_ops(r):
+            yield from inner.operands
+
+
+def vjp_function(fn: ir.Function, name: str | None = None) -> ir.Function:
+    """params (*primals, *cotangents of the outputs) -> (*outs, *cotangents of float params)."""
+    lin = jvp_function(fn)
+    n_p = len(fn.params)
+    tparams = lin.params[n_p:]
+    float_idx = [k for k, p in enumerate(fn.params) if is_float(p.type.dtype)]
+    n_out = len(lin.body.terminator.operands) // 2
+    outs_lin = lin.body.terminator.operands[:n_out]
+    touts_lin = lin.body.terminator.operands[n_out:]
+
+    params = [Value(p.type, p.hint, sym=p.sym) for p in lin.params[:n_p]]
+    cts = [Value(Type(t.type.dtype, t.type.shape), "ct" + str(k)) for k, t in enumerate(touts_lin)]
+    block = ir.Block(params + cts)
+    b = Builder(block, loc=fn.loc)
+    env = dict(zip(lin.params[:n_p], params))
+
+    linear = set(tparams)
+    linear_ops = []
+    for op in lin.body.ops[:-1]:
+        if any(o in linear for o in _all_operands(op)):
+            if op.regions:
+                raise UnsupportedError("reverse mode through 'for', 'while' and 'if' is not implemented yet "
+                                       "(forward mode, f.jvp / jacfwd, handles them)", op.loc)
+            linear.update(op.results)
+            linear_ops.append(op)
+        else:
+            clone_into(b, op, env)
+    tc = TransposeContext(b, {}, env)
+    for t, k in zip(tparams, float_idx):
+        tc._dims[t] = b.dims_of(params[k])
+    for op in linear_ops:
+        with b.located(op.loc):
+            tc._dims[op.results[0]] = _shape_dims(tc, op, linear)
+
+    ct_env: dict = {}
+
+    def accumulate(v, c):
+        if c is None or v not in linear:
+            return
+        ct_env[v] = c if v not in ct_env else b.emit1("add", [ct_env[v], c])
+
+    for t, c in zip(touts_lin, cts):
+        if t in linear:
+            accumulate(t, c)
+    for op in reversed(linear_ops):
+        ct = ct_env.pop(op.results[0], None)
+        if ct is None:
+            continue
+        rule = PRIMS[op.prim].transpose
+        if rule is None:
+            raise UnsupportedError(f"primitive '{op.prim}' has no transpose rule (needed for reverse mode)", op.loc)
+        with b.located(op.loc):
+            contribs = rule(tc, op, ct, [o in linear for o in op.operands])
+        for o, c in zip(op.operands, contribs):
+            accumulate(o, c)
+    grads = []
+    for t, k in zip(tparams, float_idx):
+        g = ct_env.get(t)
+        grads.append(g if g is not None else tc.zeros(t))
+    outs = [env.get(v, v) for v in outs_lin]
+    b.terminate("return", outs + grads)
+    names = list(fn.param_names) + [f"ct{k}" for k in range(len(cts))]
+    rnames = [f"out{k}" for k in range(n_out)] + [f"d_{fn.param_names[k]}" for k in float_idx]
+    return ir.Function(name or fn.name + "_vjp", params + cts, block, names, rnames,
+                       tuple_result=True, loc=fn.loc, boundscheck=fn.boundscheck)
+
+
+def grad_function(fn: ir.Function, argnums: tuple, with_value: bool = False) -> ir.Function:
+    """params -> [value,] d(scalar output)/d(params[k]) for k in argnums (one fused function)."""
+    from ..diagnostics import DslTypeError
+    from .jacobian import inline
+    outs = fn.body.terminator.operands
+    if len(outs) != 1 or not outs[0].type.is_scalar or not is_float(outs[0].type.dtype):
+        got = ", ".join(str(v.type) for v in outs)
+        raise DslTypeError(f"grad needs a kernel returning one floating-point scalar, '{fn.name}' returns {got} "
+                           "(use vjp or jacrev for other outputs)", fn.loc)
+    float_idx = [k for k, p in enumerate(fn.params) if is_float(p.type.dtype)]
+    for k in argnums:
+        if k not in float_idx:
+            raise DslTypeError(f"cannot differentiate with respect to parameter '{fn.param_names[k]}' "
+                               f"of type {fn.params[k].type}", fn.loc)
+    vf = vjp_function(fn)
+    params = [Value(p.type, p.hint, sym=p.sym) for p in fn.params]
+    block = ir.Block(list(params))
+    b = Builder(block, loc=fn.loc)
+    res = inline(b, vf, params + [b.const(1.0, outs[0].type.dtype)])
+    grads = [res[1 + float_idx.index(k)] for k in argnums]
+    results = ([res[0]] if with_value else []) + grads
+    b.terminate("return", results)
+    rnames = (["value"] if with_value else []) + [f"d_{fn.param_names[k]}" for k in argnums]
+    return ir.Function(f"grad_{fn.name}", params, block, list(fn.param_names), rnames,
+                       tuple_result=len(results) > 1, loc=fn.loc, boundscheck=fn.boundscheck)
