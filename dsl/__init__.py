@@ -4,7 +4,6 @@ from compiler.diagnostics import (DslcError, DslNameError, DslSyntaxError, DslTy
 
 from .dtypes import bool_, f32, f64, i32, i64
 from .kernel import Kernel, compile_file, compile_source, kernel
-from .types import f32, f64, i32, i64
 
 __all__ = ["kernel", "Kernel", "compile_file", "compile_source", "DslcError", "DslSyntaxError",
            "DslNameError", "DslTypeError", "DslValueError", "UnsupportedError", "f32", "f64", "i32", "i64"]

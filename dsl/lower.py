@@ -407,6 +407,10 @@ class Lowering:
             self.b.terminate("yield", ys)
         body_env = self.env
         self.env = saved
+        if var is not None:
+            # Python would leave the last index bound; a stale value would be silently wrong
+            self.env[var] = Undefined(f"the loop variable '{var}' is not available after the loop at "
+                                      f"line {s.span.line}; copy it to another variable inside the loop")
         for n in assigned:
             if n not in carried and n != var and n not in saved:
                 self.env[n] = Undefined(f"'{n}' is first assigned inside the loop at line {s.span.line}; "

@@ -574,7 +574,7 @@ def test_noncontiguous_input_is_copied():
 # ---- annotation spellings ------------------------------------------------------------------------------------------
 NO_FUTURE_MODULE = textwrap.dedent('''
     import numpy as np
-    from dsl import kernel, f32, f64, i64
+    from dsl import kernel, f32, f64, i64, bool_
 
     @kernel
     def axpy(a: f32, x: f32["n"], y: f32["n"]) -> f32["n"]:
@@ -587,6 +587,10 @@ NO_FUTURE_MODULE = textwrap.dedent('''
     @kernel
     def count(k: i64) -> i64:
         return k + 1
+
+    @kernel
+    def positive(x: f64["n"], flags: bool_["n"]) -> bool_["n"]:
+        return (x > 0.0) == flags
 ''')
 
 
@@ -600,6 +604,7 @@ def test_string_dims_without_future_import(tmp_path, monkeypatch):
     A = rng.standard_normal((3, 2))
     np.testing.assert_allclose(mod.rowsum(A), A.sum(axis=1), rtol=1e-14)
     assert mod.count(4) == 5
+    np.testing.assert_array_equal(mod.positive(np.array([1.0, -1.0]), np.array([True, True])), [True, False])
     with pytest.raises(ValueError):
         mod.axpy(2.0, x, x[:3])
 

@@ -104,9 +104,6 @@ def jacfwd_function(fn: ir.Function, argnums: tuple, as_tuple: bool) -> ir.Funct
             raise DslTypeError(f"cannot differentiate with respect to integer parameter "
                                f"'{fn.param_names[k]}'", fn.loc)
         x = params[k]
-        if x.type.rank > 1:
-            from ..diagnostics import UnsupportedError
-            raise UnsupportedError("jacfwd with respect to an array of rank > 1 is not supported yet", fn.loc)
         vjvp = jvp_function(fn, vector=True, wrt=[k])
         basis = identity_basis(b, x)
         res = inline(b, vjvp, params + [basis], {W_DIM: basis.type.shape[0]})
@@ -118,6 +115,9 @@ def jacfwd_function(fn: ir.Function, argnums: tuple, as_tuple: bool) -> ir.Funct
             if x.type.rank == 0:
                 jac = b.emit1("slice", [jac, b.const(0, "i64")], {"spec": "a" * (r - 1) + "i"}) if r > 1 else \
                     b.emit1("index", [jac, b.const(0, "i64")], {"spec": "i"})
+            elif x.type.rank > 1:        # (*out, N) -> (*out, *x.shape), N = x.size in C order
+                shape = tuple(jac.type.shape[:-1]) + tuple(x.type.shape)
+                jac = b.emit1("reshape", [jac] + b.dims_of(jac)[:-1] + b.dims_of(x), {"shape": shape})
             outs.append(jac)
     b.terminate("return", outs)
     names = [f"jac{k}" for k in range(len(outs))]

@@ -115,9 +115,14 @@ def _reduce_cg(cg, op):
         init = cg.constant(ident, dt)
     fold = cg.combiner(combine, dt)
     if op.result.type.is_scalar:
-        acc = cg.alloca_scalar(dt, init)
-        cg.loop_nest(xdims, lambda idx: cg.b.store(fold(cg.b.load(acc), cg.elem(x, idx)), acc))
-        cg.set(op.result, cg.b.load(acc))
+        # float32 sums accumulate in float64: a long sequential f32 sum loses ~1e-3 relative
+        wide = dt == "f32" and combine == "add"
+        adt = "f64" if wide else dt
+        acc = cg.alloca_scalar(adt, cg.convert(init, dt, adt) if wide else init)
+        fold = cg.combiner(combine, adt)
+        cg.loop_nest(xdims, lambda idx: cg.b.store(
+            fold(cg.b.load(acc), cg.convert(cg.elem(x, idx), dt, adt)), acc))
+        cg.set(op.result, cg.convert(cg.b.load(acc), adt, dt))
         return
     keep = [k for k in range(x.type.rank) if k not in axes]
     out = cg.alloc_array(op.result, [xdims[k] for k in keep])
@@ -134,13 +139,20 @@ for _name in _REDUCERS:
 
 
 # ---- matmul, transpose -------------------------------------------------------------------------
+class _Typed:
+    """A stand-in operand for a type rule: anything with a `.type`."""
+
+    def __init__(self, type):
+        self.type = type
+
+
 def _infer_matmul(operands, attrs):
     a, b = operands
     batch = attrs.get("batch")
-    if batch:
+    if batch:   # the operand on side `batch` carries a leading batch axis (vector-mode JVP)
         x = a if batch == "lhs" else b
-        inner = [Type(x.type.dtype, x.type.shape[1:])]
-        plain = _infer_matmul([inner[0], b] if batch == "lhs" else [a, inner[0]], {})[0]
+        inner = _Typed(Type(x.type.dtype, x.type.shape[1:]))
+        plain = _infer_matmul([inner, b] if batch == "lhs" else [a, inner], {})[0]
         return [Type(plain.dtype, (x.type.shape[0],) + plain.shape)]
     if a.type.dtype != b.type.dtype:
         raise TypeRuleError("matmul operands must have one dtype")
@@ -243,6 +255,62 @@ def _transpose_cg(cg, op):
     inv = [perm.index(k) for k in range(len(perm))]
     cg.set_lazy(op.result, [xd[p] for p in perm], lambda idx: cg.elem(x, [idx[inv[k]] for k in range(len(perm))]),
                 reads=(x,))
+
+
+# ---- reshape ----------------------------------------------------------------------------------
+# reshape(x, *extents) {shape}: the elements of x in C order, laid out with the result shape (one
+# i64 extent operand per result axis, as broadcast_in_dim). A view: element idx of the result is
+# element unravel(ravel(idx, result dims), x dims) of x, read lazily; the sizes must agree (checked
+# statically when both shapes are literal, else at run time). Used by jacfwd to turn the (N, *out)
+# tangent into out.shape + in.shape.
+def _size(shape):
+    n = 1
+    for d in shape:
+        n = dim_op("mul", n, d)
+    return n
+
+
+def _infer_reshape(operands, attrs):
+    x, dims = operands[0], operands[1:]
+    shape = tuple(attrs["shape"])
+    if len(dims) != len(shape):
+        raise TypeRuleError("reshape: one extent operand per result axis")
+    for d in dims:
+        if not (is_int(d.type.dtype) and d.type.is_scalar):
+            raise TypeRuleError(f"reshape: extents must be integer scalars, got {d.type}")
+    a, b = _size(x.type.shape), _size(shape)
+    if isinstance(a, int) and isinstance(b, int) and a != b:
+        raise TypeRuleError(f"cannot reshape an array of size {a} into shape {shape}")
+    return [Type(x.type.dtype, shape)]
+
+
+defprim("reshape", _infer_reshape, kind="view", linear=(0,))
+
+
+@rule("reshape", "codegen")
+def _reshape_cg(cg, op):
+    x = op.operands[0]
+    dims = [cg.get(d) for d in op.operands[1:]]
+    xd = cg.dims(x) if not x.type.is_scalar else []
+    if _size(x.type.shape) != _size(op.attrs["shape"]):
+        def size(ds):
+            n = cg.i64(1)
+            for d in ds:
+                n = cg.b.mul(n, d)
+            return n
+        cg.check_eq(size(xd), size(dims), "shape", "reshape: the number of elements changes", op.loc)
+
+    def elem(idx):
+        flat = cg.flat(dims, idx)
+        src = []
+        for d in reversed(xd[1:]):
+            src.insert(0, cg.b.urem(flat, d))
+            flat = cg.b.udiv(flat, d)
+        return cg.elem(x, ([flat] if xd else []) + src)
+    if op.result.type.is_scalar:
+        cg.set(op.result, elem([]))
+        return
+    cg.set_lazy(op.result, dims, elem, reads=(x,))
 
 
 # ---- indexing ---------------------------------------------------------------------------------
@@ -490,9 +558,21 @@ def _reduce_extreme_jvp(ctx, op, xs, ts):
 
 
 def _reduce_prod_jvp(ctx, op, xs, ts):
+    # d prod / d x_k is the product of the other elements, formed without dividing by zero: with
+    # z zeros along the axes and P the product of the non-zero elements it is P / x_k if z == 0,
+    # P at the zero if z == 1, and 0 if z >= 2 (prod / x_k would be 0 / 0 = NaN at a zero)
     b, (x,), axes = ctx.b, xs, op.attrs["axes"]
-    full = _keep_bcast(ctx, op.results[0], x, axes)
-    return [b.emit1("reduce_sum", [b.emit1("mul", [b.emit1("div", [full, x]), ts[0]])], {"axes": ctx.axes(axes)})]
+    dt = x.type.dtype
+    zero, one = b.const(0, dt), b.const(1, dt)
+    nonzero = b.emit1("ne", [x, zero])
+    safe = b.emit1("select", [nonzero, x, one])
+    p = _keep_bcast(ctx, b.emit1("reduce_prod", [safe], {"axes": axes}), x, axes)
+    nzeros = b.emit1("reduce_sum", [b.emit1("cast", [b.emit1("eq", [x, zero])], {"dtype": dt})], {"axes": axes})
+    nzeros = _keep_bcast(ctx, nzeros, x, axes)
+    others = b.emit1("select", [nonzero,
+                                b.emit1("select", [b.emit1("eq", [nzeros, zero]), b.emit1("div", [p, safe]), zero]),
+                                b.emit1("select", [b.emit1("eq", [nzeros, one]), p, zero])])
+    return [b.emit1("reduce_sum", [b.emit1("mul", [others, ts[0]])], {"axes": ctx.axes(axes)})]
 
 
 def batched_matmul(ctx, lhs, rhs, side):
@@ -526,6 +606,12 @@ def _transpose_jvp(ctx, op, xs, ts):
     if ctx.batched:
         perm = (0,) + tuple(p + 1 for p in perm)
     return [ctx.b.emit1("transpose", [ts[0]], {"perm": perm})]
+
+
+def _reshape_jvp(ctx, op, xs, ts):
+    if not ctx.batched:
+        return [ctx.b.emit1("reshape", [ts[0]] + xs[1:], op.attrs)]
+    return [ctx.b.emit1("reshape", [ts[0], ctx.width] + xs[1:], {"shape": ctx.tshape(op.results[0].type)})]
 
 
 def _index_jvp(ctx, op, xs, ts):
@@ -562,6 +648,7 @@ rule("reduce_min", "jvp")(_reduce_extreme_jvp)
 rule("reduce_prod", "jvp")(_reduce_prod_jvp)
 rule("matmul", "jvp")(_matmul_jvp)
 rule("transpose", "jvp")(_transpose_jvp)
+rule("reshape", "jvp")(_reshape_jvp)
 rule("index", "jvp")(_index_jvp)
 rule("slice", "jvp")(_slice_jvp)
 rule("store", "jvp")(_store_jvp)

@@ -339,9 +339,15 @@ def _const_of(v):
 
 
 def _dpow_dx(b, out, x, y):
+    # y * x**(y - 1), taken as 0 where y == 0 (x**0 is constant; 0 * 0**-1 would be NaN at x == 0)
     yv = _const_of(y)
+    if yv == 0:
+        return _c(b, x, 0)
     ym1 = _c(b, y, yv - 1) if yv is not None else _bin("sub", y, _c(b, y, 1), b)
-    return _bin("mul", y, _bin("pow", x, ym1, b), b)
+    d = _bin("mul", y, _bin("pow", x, ym1, b), b)
+    if yv is not None:
+        return d
+    return b.emit1("select", [_bin("eq", y, _c(b, y, 0), b), _c(b, x, 0), d])
 
 
 def _dpow_dy(b, out, x, y):
