@@ -233,6 +233,25 @@ def test_vector_mode_equals_separate_jvps(n, steps, data):
             np.testing.assert_allclose(gj, want, rtol=1e-6, atol=1e-6)
 
 
+@kernel
+def indexed(A: f64[m, n], i: i64, j: i64) -> (f64, f64[n], f64[m], f64[:, :], f64[m, n]):
+    B = A * 1.0
+    B[i, j] = A[j, i] * A[i, j]
+    B[j, :] += A[i, :] * 2.0
+    B[i, 1:] = A[j, 0]               # a scalar stored into a slice: its tangent is broadcast
+    return A[i, j] * A[j, i] + A[-1, 0], A[i, :] * A[j, :], A[:, j], A[1:, j:], B
+
+
+@SETTINGS
+@given(st.integers(2, 4), st.integers(0, 1), st.integers(0, 1))
+def test_indexing_in_vector_mode(n, i, j):
+    args = (rand(n, n + 1), i, 1 - j if i == j else j)
+    got = jacfwd(indexed, 0)(*args)
+    for g, want, cols in zip(got, fd_jacobian(indexed, args, 0), jvp_columns(indexed, args, 0)):
+        np.testing.assert_allclose(g, want, rtol=1e-7, atol=1e-9)
+        np.testing.assert_allclose(g, cols, rtol=1e-14, atol=1e-14)
+
+
 # ---- rank-2 inputs (reshape), composition --------------------------------------------------------
 @kernel
 def matfun(A: f64[m, n], B: f64[n, m]) -> (f64[m, m], f64, f64[n, m]):
