@@ -273,6 +273,35 @@ def test_jacobian_wrt_rank2_inputs():
 
 
 @kernel
+def tensor3(T: f64[a, b, c], s: f64) -> (f64[a, c], f64):
+    return sum(T * T, axis=1) * s, sum(T ** 3)
+
+
+def test_jacobian_wrt_rank3_input_and_hessian_of_a_matrix_function():
+    T = rand(2, 3, 2)
+    J, g = jacfwd(tensor3, 0)(T, 0.5)
+    assert J.shape == (2, 2, 2, 3, 2) and g.shape == (2, 3, 2)
+    want = np.einsum("ik,jl,kml->ijkml", np.eye(2), np.eye(2), 2 * T * 0.5)
+    np.testing.assert_allclose(J, want, rtol=1e-14)
+    np.testing.assert_allclose(g, 3 * T ** 2, rtol=1e-14)
+    for got, fd in zip((J, g), fd_jacobian(tensor3, (T, 0.5), 0)):
+        np.testing.assert_allclose(got, fd, rtol=1e-7, atol=1e-9)
+    # the reshape's own JVP, in vector mode (jacfwd of jacfwd) and single-tangent mode (.jvp)
+    A = rand(2, 3)
+    H = jacfwd(jacfwd(cube_sum))(A)
+    assert H.shape == (2, 3, 2, 3)
+    np.testing.assert_allclose(H, np.diag(6 * A.ravel()).reshape(2, 3, 2, 3), rtol=1e-14)
+    V = rand(2, 3)
+    _, dJ = jacfwd(matfun, 0).jvp(A, rand(3, 2), V, np.zeros((3, 2)))
+    np.testing.assert_allclose(dJ[1], 2 * V, rtol=1e-14)       # d/dt of the gradient 2A along V
+
+
+@kernel
+def cube_sum(A: f64[m, n]) -> f64:
+    return sum(A ** 3)
+
+
+@kernel
 def cubic(x: f64[n]) -> f64:
     return sum(x ** 3) + x[0] * x[1]
 

@@ -443,21 +443,6 @@ def resolve_spec(cg, op, x, spec, idx_vals, check_bounds=True):
     return out, dims
 
 
-def spec_source_index(parts, idx):
-    """Map an index into the sliced result back to the source array's index."""
-    res, j = [], 0
-    for p in parts:
-        if p[0] == "i":
-            res.append(p[1])
-        elif p[0] == "s":
-            res.append(None if idx is None else ("add", p[1], idx[j]))
-            j += 1
-        else:
-            res.append(None if idx is None else ("id", idx[j]))
-            j += 1
-    return res
-
-
 @rule("index", "codegen")
 def _index_cg(cg, op):
     x = op.operands[0]
@@ -593,12 +578,47 @@ def batched_matmul(ctx, lhs, rhs, side):
 
 def _matmul_jvp(ctx, op, xs, ts):
     a, c = xs
+    if op.attrs.get("batch"):
+        return [_batched_op_matmul_jvp(ctx, op, xs, ts)]
     terms = []
     if ts[0] is not None:
         terms.append(batched_matmul(ctx, ts[0], c, "lhs"))
     if ts[1] is not None:
         terms.append(batched_matmul(ctx, a, ts[1], "rhs"))
     return [terms[0] if len(terms) == 1 else ctx.b.emit1("add", terms)]
+
+
+def _batched_op_matmul_jvp(ctx, op, xs, ts):
+    """The JVP of a matmul that already carries a batch axis (a vector-mode JVP differentiated
+    again: `jacfwd(f).jvp`, `jacfwd(jacfwd(f))`). One tangent: the same batched product. In vector
+    mode each term may be batched on both sides (W and N): it is written as a broadcast product
+    summed over the inner axis, in the index space (W, N, m?, k, n?) (lazy, fused into the sum)."""
+    b, (a, c), side = ctx.b, xs, op.attrs["batch"]
+    if not ctx.batched:
+        terms = [b.emit1("matmul", [t, c] if k == 0 else [a, t], op.attrs) for k, t in enumerate(ts) if t is not None]
+        return terms[0] if len(terms) == 1 else b.emit1("add", terms)
+    bx = a if side == "lhs" else c
+    la = (["N"] if side == "lhs" else []) + (["m"] if a.type.rank - (side == "lhs") == 2 else []) + ["k"]
+    ra = (["N"] if side == "rhs" else []) + ["k"] + (["n"] if c.type.rank - (side == "rhs") == 2 else [])
+    names = ["W", "N"] + [x for x in ("m", "k", "n") if x in la or x in ra]
+    sym = {"W": ctx.tshape(op.results[0].type)[0], "N": bx.type.shape[0]}
+    val = {"W": ctx.width, "N": b.dim(bx, 0)}
+    for v, axes in ((a, la), (c, ra)):
+        for k, x in enumerate(axes):
+            sym.setdefault(x, v.type.shape[k])
+            val.setdefault(x, b.dim(v, k))
+    shape, dims = tuple(sym[x] for x in names), [val[x] for x in names]
+    acc = None
+    for k, t in enumerate(ts):
+        if t is None:
+            continue
+        lhs, lax = (t, ["W"] + la) if k == 0 else (a, la)
+        rhs, rax = (t, ["W"] + ra) if k == 1 else (c, ra)
+        lb = b.broadcast_to(lhs, shape, dims, bdims=tuple(names.index(x) for x in lax))
+        rb = b.broadcast_to(rhs, shape, dims, bdims=tuple(names.index(x) for x in rax))
+        term = b.emit1("reduce_sum", [b.emit1("mul", [lb, rb])], {"axes": (names.index("k"),)})
+        acc = term if acc is None else b.emit1("add", [acc, term])
+    return acc
 
 
 def _transpose_jvp(ctx, op, xs, ts):
