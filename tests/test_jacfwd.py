@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from dsl import jacfwd, kernel
+from dsl import jacfwd, jvp, kernel
 
 SETTINGS = settings(max_examples=10, deadline=None)
 rng = np.random.default_rng(77)
@@ -277,23 +277,21 @@ def tensor3(T: f64[a, b, c], s: f64) -> (f64[a, c], f64):
     return sum(T * T, axis=1) * s, sum(T ** 3)
 
 
-def test_jacobian_wrt_rank3_input_and_hessian_of_a_matrix_function():
-    T = rand(2, 3, 2)
-    J, g = jacfwd(tensor3, 0)(T, 0.5)
-    assert J.shape == (2, 2, 2, 3, 2) and g.shape == (2, 3, 2)
-    want = np.einsum("ik,jl,kml->ijkml", np.eye(2), np.eye(2), 2 * T * 0.5)
-    np.testing.assert_allclose(J, want, rtol=1e-14)
-    np.testing.assert_allclose(g, 3 * T ** 2, rtol=1e-14)
-    for got, fd in zip((J, g), fd_jacobian(tensor3, (T, 0.5), 0)):
-        np.testing.assert_allclose(got, fd, rtol=1e-7, atol=1e-9)
-    # the reshape's own JVP, in vector mode (jacfwd of jacfwd) and single-tangent mode (.jvp)
-    A = rand(2, 3)
-    H = jacfwd(jacfwd(cube_sum))(A)
-    assert H.shape == (2, 3, 2, 3)
-    np.testing.assert_allclose(H, np.diag(6 * A.ravel()).reshape(2, 3, 2, 3), rtol=1e-14)
-    V = rand(2, 3)
-    _, dJ = jacfwd(matfun, 0).jvp(A, rand(3, 2), V, np.zeros((3, 2)))
-    np.testing.assert_allclose(dJ[1], 2 * V, rtol=1e-14)       # d/dt of the gradient 2A along V
+@kernel
+def sq_products(A: f64[m, k], B: f64[k, n], u: f64[k]) -> (f64[m, n], f64[m], f64[n], f64[n, m]):
+    S = A * A
+    return S @ B, S @ u, u @ (B * B), (B * B).T @ S.T
+
+
+@pytest.mark.parametrize("inner,outer", [(0, 0), (0, 1), (1, 0)])
+def test_second_derivatives_through_batched_products(inner, outer):
+    # the inner jacfwd makes batched matmuls (lhs- and rhs-batched); the outer one differentiates
+    # them in vector mode, where a term can be batched on both sides
+    args = (rand(2, 3), rand(3, 2), rand(3))
+    G = jacfwd(sq_products, inner)
+    got = jacfwd(G, outer)(*args)
+    for g, want in zip(got, fd_jacobian(G, args, outer)):
+        np.testing.assert_allclose(g, want, rtol=1e-7, atol=1e-8)
 
 
 @kernel
