@@ -11,3 +11,5 @@ __all__ = ["kernel", "Kernel", "compile_file", "compile_source", "DslcError", "D
 from .transforms import grad, jacfwd, jvp, value_and_grad, vjp  # noqa: E402
 
 __all__ += ["jvp", "jacfwd", "vjp", "grad", "value_and_grad"]
+
+from . import testing  # noqa: E402,F401  (dsl.testing.check_jvp)

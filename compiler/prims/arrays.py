@@ -543,19 +543,21 @@ def _reduce_extreme_jvp(ctx, op, xs, ts):
 
 
 def _reduce_prod_jvp(ctx, op, xs, ts):
-    # d prod / d x_k is the product of the other elements, formed without dividing by zero: with
-    # z zeros along the axes and P the product of the non-zero elements it is P / x_k if z == 0,
-    # P at the zero if z == 1, and 0 if z >= 2 (prod / x_k would be 0 / 0 = NaN at a zero)
+    # d prod / d x_k is the product of the other elements, formed without dividing by zero
+    # (prod / x_k is 0 / 0 = NaN at a zero). With P the product of the non-zero elements, Z that of
+    # the zero ones (1 if none) and z their number: (P / x_k) * Z for a non-zero x_k, and for a
+    # zero x_k, P if z == 1, else 0. Written with x itself (Z), so that its own derivative is
+    # right too (second order), except at points with two or more zeros.
     b, (x,), axes = ctx.b, xs, op.attrs["axes"]
     dt = x.type.dtype
     zero, one = b.const(0, dt), b.const(1, dt)
     nonzero = b.emit1("ne", [x, zero])
     safe = b.emit1("select", [nonzero, x, one])
     p = _keep_bcast(ctx, b.emit1("reduce_prod", [safe], {"axes": axes}), x, axes)
+    zprod = _keep_bcast(ctx, b.emit1("reduce_prod", [b.emit1("select", [nonzero, one, x])], {"axes": axes}), x, axes)
     nzeros = b.emit1("reduce_sum", [b.emit1("cast", [b.emit1("eq", [x, zero])], {"dtype": dt})], {"axes": axes})
     nzeros = _keep_bcast(ctx, nzeros, x, axes)
-    others = b.emit1("select", [nonzero,
-                                b.emit1("select", [b.emit1("eq", [nzeros, zero]), b.emit1("div", [p, safe]), zero]),
+    others = b.emit1("select", [nonzero, b.emit1("mul", [b.emit1("div", [p, safe]), zprod]),
                                 b.emit1("select", [b.emit1("eq", [nzeros, one]), p, zero])])
     return [b.emit1("reduce_sum", [b.emit1("mul", [others, ts[0]])], {"axes": ctx.axes(axes)})]
 
