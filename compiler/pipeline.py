@@ -71,7 +71,7 @@ def compile_function(fn: ir.Function, boundscheck: bool = True, use_cache: bool 
             jit.add_object(symbol, obj)
             sig = meta["signature"]
         else:
-            module, sites = backend.build_module(fn, symbol, boundscheck, name=symbol)
+            module, sites = backend.build_module(fn, symbol, boundscheck, name=symbol, vector_math="host", blas=True)
             sig = signature_of(fn, symbol, sites)
             ref = backend.parse_and_optimise(module, jit.tm)
             ref.name = symbol

@@ -56,9 +56,15 @@ class Lowered:
             return after
         return f"// lowered\n{self._before_text}\n\n// after simplification\n{after}"
 
+    def mlir(self) -> str:
+        """The kernel (after any derivative pass and simplification) in MLIR's upstream dialects
+        (func, arith, math, scf, memref), with dslc's entry-point ABI; `mlir-opt-22` accepts it."""
+        from compiler.mlir import to_mlir
+        return to_mlir(self._fn, self.kernel.name, self.kernel.boundscheck).text
+
     def _module(self):
         from compiler.codegen import llvm as backend
-        return backend.build_module(self._fn, self.kernel.name, self.kernel.boundscheck)[0]
+        return backend.build_module(self._fn, self.kernel.name, self.kernel.boundscheck, vector_math="host", blas=True)[0]
 
     def llvm(self, optimized: bool = True) -> str:
         from compiler.codegen import llvm as backend
@@ -76,6 +82,16 @@ class Lowered:
 class KernelBase:
     """What every kernel (source or derived) shares: per-signature compilation and calling.
     Subclasses say how to type their parameters and how to produce their IR."""
+
+    @property
+    def backend(self) -> str:
+        """'native' (dslc's code generator) or 'mlir' (see with_backend); a derived kernel
+        (f.jvp, grad(f), ...) follows its base unless set itself."""
+        b = self.__dict__.get("_backend")
+        if b is not None:
+            return b
+        base = self.__dict__.get("base")
+        return base.backend if base is not None else "native"
 
     def _init_base(self, name: str, boundscheck: bool):
         self.name = name
@@ -95,7 +111,11 @@ class KernelBase:
             c = self._callers.get(key)
             if c is None:
                 fn = prepare(self._lower_ir(ptypes))
-                compiled = compile_function(fn, self.boundscheck)
+                if self.backend == "mlir":
+                    from compiler.mlir.backend import compile_mlir
+                    compiled = compile_mlir(fn, self.boundscheck)
+                else:
+                    compiled = compile_function(fn, self.boundscheck)
                 c = make_caller(Signature.from_json(compiled.signature), compiled.c_address,
                                 compiled.py_address or None, target_name=self.name)
                 self._callers[key] = c
@@ -105,6 +125,9 @@ class KernelBase:
         f = self._fixed
         if f is not None and target is None:
             return f(*args)
+        if target == "interpret":               # the NumPy reference evaluator (dsl/interpret.py)
+            from .interpret import call as _interpret
+            return _interpret(self, args)
         if target not in (None, "cpu"):
             raise ValueError(f"unknown target {target!r} (expected 'cpu' or 'cuda')")
         ptypes = self._param_types(args)
@@ -112,6 +135,25 @@ class KernelBase:
         if self._fully_declared():
             self._fixed = c
         return c(*args)
+
+    def with_backend(self, via: str) -> "KernelBase":
+        """This kernel compiled by another backend: `via="mlir"` lowers it through MLIR (mlir-opt-22,
+        mlir-translate-22, then llvmlite's JIT); `"native"` is dslc's own code generator. Returns a new
+        kernel object (same source, own compiled-code cache); derivatives of it (`.jvp`, `.vjp`,
+        `grad(...)`) use the same backend."""
+        if via not in ("native", "mlir"):
+            raise ValueError(f"unknown backend via={via!r} (expected 'native' or 'mlir')")
+        if via == self.backend:
+            return self
+        import copy
+        k = copy.copy(self)
+        k._backend = via
+        k._lock = threading.Lock()
+        k._callers = {}
+        k._fixed = None
+        k._jvp = None
+        k._vjp = None
+        return k
 
     def lower(self, *args) -> "Lowered":
         """Every compilation stage for these example arguments: .ast() .ir() .llvm() .asm()."""
@@ -219,8 +261,9 @@ def _module_resolver(glb: dict):
     return resolve
 
 
-def kernel(fn=None, *, boundscheck: bool = True):
-    """Decorator: compile a Python function written in the DSL into a `Kernel`."""
+def kernel(fn=None, *, boundscheck: bool = True, via: str = "native"):
+    """Decorator: compile a Python function written in the DSL into a `Kernel`
+    (`via="mlir"`: through MLIR's tools instead of dslc's own code generator)."""
     def wrap(f):
         try:
             text = inspect.getsource(f)
@@ -232,7 +275,8 @@ def kernel(fn=None, *, boundscheck: bool = True):
         module = parse(text, filename=filename, line_offset=first - 1)
         fdefs = [d for d in module.functions if d.name == f.__name__] or module.functions
         glb = getattr(f, "__globals__", {})
-        return Kernel(fdefs[0], module.source, _module_resolver(glb), boundscheck=boundscheck)
+        k = Kernel(fdefs[0], module.source, _module_resolver(glb), boundscheck=boundscheck)
+        return k if via == "native" else k.with_backend(via)
     if fn is None:
         return wrap
     return wrap(fn)

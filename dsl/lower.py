@@ -305,6 +305,7 @@ class Lowering:
                 self.env[n] = Undefined(f"'{n}' is assigned in only one branch of the 'if' at line {s.span.line}")
                 continue
             if v1 is v2:
+                self.env[n] = v1         # the same value on both paths (e.g. `r = x` in each)
                 continue
             results.append(n)
             r1.append(v1)

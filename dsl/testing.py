@@ -169,3 +169,66 @@ def _compare(name, order, k, got, fd, atol, rtol):
         f"{int(np.count_nonzero(bad))} of {got.size} element(s) out of tolerance (atol={atol:g}, rtol={rtol:g}); "
         f"max abs error {np.nanmax(err):.3g}, max rel error {np.nanmax(rel):.3g}; "
         f"worst{where}: jvp {got[i]!r}, finite differences {fd[i]!r}")
+
+
+def check_vjp(f, args: Sequence, atol: Optional[float] = None, rtol: Optional[float] = None,
+              eps: Optional[float] = None, seed: int = 0) -> None:
+    """Check `f.vjp` by the dot-product test against finite differences of `f`:
+    `<u, (f(x + eps v) - f(x - eps v)) / 2 eps> == <f.vjp(x, u), v>` for random cotangents u (one
+    per output) and tangents v (one per floating-point parameter)."""
+    args = tuple(args)
+    ptypes = f._param_types(args)
+    fpos = [k for k, p in enumerate(ptypes) if is_float(p.dtype)]
+    if not fpos:
+        raise ValueError(f"check_vjp: kernel '{f.name}' has no floating-point parameter")
+    rng = np.random.default_rng(seed)
+    sig = f._caller(ptypes).signature
+    outs = f(*args)
+    outs = list(outs) if sig.tuple_result else [outs]
+    us = [np.asarray(rng.standard_normal(np.shape(o))).astype(np.asarray(o).dtype)
+          if np.ndim(o) else np.asarray(rng.standard_normal(), dtype=np.asarray(o).dtype)[()] for o in outs]
+    vs = [_random_like(rng, args[k], ptypes[k]) for k in fpos]
+    low = "f32" if "f32" in [ptypes[k].dtype for k in fpos] + [o.dtype for o in sig.outputs] else "f64"
+    eps = _EPS[low] if eps is None else eps
+    tol = _TOL[(low, low)]
+    atol = tol if atol is None else atol
+    rtol = tol if rtol is None else rtol
+    plus = f(*_shift(args, fpos, ptypes, vs, eps))
+    minus = f(*_shift(args, fpos, ptypes, vs, -eps))
+    plus, minus = (list(plus), list(minus)) if sig.tuple_result else ([plus], [minus])
+    lhs = sum(float(np.sum(_f64(u) * (_f64(p) - _f64(m)) / (2 * eps))) for u, p, m in zip(us, plus, minus))
+    grads = f.vjp(*args, *us)[len(outs):]
+    rhs = sum(float(np.sum(_f64(g) * _f64(v))) for g, v in zip(grads, vs))
+    scale = sum(float(np.sum(np.abs(_f64(g) * _f64(v)))) for g, v in zip(grads, vs))
+    if not abs(lhs - rhs) <= atol + rtol * max(abs(lhs), scale):
+        raise AssertionError(f"check_vjp: kernel '{f.name}': <u, J v> = {lhs!r} by finite differences "
+                             f"but <J^T u, v> = {rhs!r} by f.vjp (difference {abs(lhs - rhs):.3g})")
+
+
+def check_grads(f, args: Sequence, modes=("fwd", "rev"), order: int = 2, **tol) -> None:
+    """Check f's derivatives against finite differences, like `jax.test_util.check_grads`:
+    `fwd` checks f.jvp (and f.jvp.jvp for order 2), `rev` checks f.vjp by the dot-product test
+    (and, for order 2, the JVP of the pullback, i.e. forward-over-reverse)."""
+    if order not in (1, 2):
+        raise ValueError(f"check_grads: order must be 1 or 2, got {order!r}")
+    for mode in modes:
+        if mode == "fwd":
+            check_jvp(f, args, order=order, **tol)
+        elif mode == "rev":
+            check_vjp(f, args, **tol)
+            if order == 2:
+                args = tuple(args)
+                ptypes = f._param_types(args)
+                sig = f._caller(ptypes).signature
+                outs = f(*args)
+                outs = list(outs) if sig.tuple_result else [outs]
+                rng = np.random.default_rng(1)
+                us = [np.asarray(rng.standard_normal(np.shape(o))).astype(np.asarray(o).dtype)
+                      if np.ndim(o) else np.asarray(rng.standard_normal(), dtype=np.asarray(o).dtype)[()]
+                      for o in outs]
+                check_jvp(f.vjp, args + tuple(us), order=1, **tol)
+        else:
+            raise ValueError(f"check_grads: unknown mode {mode!r} (expected 'fwd' or 'rev')")
+
+
+__all__ += ["check_vjp", "check_grads"]

@@ -10,7 +10,7 @@ import numpy as np
 from compiler import ir
 from compiler.ad.jvp import jvp_function
 from compiler.ad.jacobian import jacfwd_function
-from compiler.ad.transpose import grad_function, vjp_function
+from compiler.ad.transpose import grad_function, jacrev_function, unconnected_params, vjp_function
 from compiler.ir import is_float
 
 from .kernel import KernelBase
@@ -197,20 +197,75 @@ def _resolve_argnums(nums, fn):
 
 def grad(f: KernelBase, argnums=0, unconnected: str = "zero") -> KernelBase:
     """A kernel returning d f / d args[argnums] for a scalar-valued f (reverse mode, one fused
-    function). Gradients of inputs the output does not depend on are zeros."""
+    function). Inputs the output does not depend on get zeros, or None with unconnected="none"
+    (TensorFlow's `unconnected_gradients`)."""
     nums, as_tuple = _argnums(argnums)
     if unconnected not in ("zero", "none"):
         raise ValueError("unconnected must be 'zero' or 'none'")
-    return DerivedKernel(f, f"grad({f.name})",
-                         lambda fn: grad_function(fn, _resolve_argnums(nums, fn)),
-                         lambda pt: [], lambda names, pt: list(names),
-                         post=None if as_tuple else None)
+    k = DerivedKernel(f, f"grad({f.name})",
+                      lambda fn: grad_function(fn, _resolve_argnums(nums, fn), as_tuple=as_tuple),
+                      lambda pt: [], lambda names, pt: list(names))
+    if unconnected == "none":
+        return _NoneForUnconnected(k, f, nums, as_tuple)
+    return k
+
+
+class _NoneForUnconnected:
+    """`grad(..., unconnected="none")`: the gradient kernel, with None for inputs the output
+    does not depend on (decided from the IR, per signature)."""
+
+    def __init__(self, kernel, base, nums, as_tuple):
+        self.kernel, self.base, self.nums, self.as_tuple = kernel, base, nums, as_tuple
+        self.name = kernel.name
+        self._cache = {}
+
+    def __call__(self, *args, target=None):
+        out = self.kernel(*args, target=target)
+        pt = self.base._param_types(args)
+        key = tuple((p.dtype, tuple(p.dims)) for p in pt)
+        if key not in self._cache:
+            fn = self.base._lower_ir(pt)
+            nums = _resolve_argnums(self.nums, fn)
+            dead = unconnected_params(fn)
+            self._cache[key] = [k in dead for k in nums]
+        outs = out if self.as_tuple else (out,)
+        outs = tuple(None if dead else o for o, dead in zip(outs, self._cache[key]))
+        return outs if self.as_tuple else outs[0]
+
+    def lower(self, *args):
+        return self.kernel.lower(*args)
 
 
 def value_and_grad(f: KernelBase, argnums=0) -> KernelBase:
     """A kernel returning `(f(*args), grad)`; grad is a tuple when argnums is."""
     nums, as_tuple = _argnums(argnums)
     post = (lambda out: (out[0], tuple(out[1:]))) if as_tuple else None
+    # a 1-tuple argnums still returns (value, (grad,)); the kernel itself returns a flat tuple
     return DerivedKernel(f, f"value_and_grad({f.name})",
                          lambda fn: grad_function(fn, _resolve_argnums(nums, fn), with_value=True),
                          lambda pt: [], lambda names, pt: list(names), post=post)
+
+
+def jacrev(f: KernelBase, argnums=0) -> KernelBase:
+    """The Jacobian of f's single output w.r.t. args[argnums] (shape out.shape + in.shape) by
+    reverse mode."""
+    nums, as_tuple = _argnums(argnums)
+    return DerivedKernel(f, f"jacrev({f.name})",
+                         lambda fn: jacrev_function(fn, _resolve_argnums(nums, fn), as_tuple),
+                         lambda pt: [], lambda names, pt: list(names))
+
+
+def hessian(f: KernelBase, argnums=0) -> KernelBase:
+    """`jacfwd(jacrev(f))`: forward over reverse."""
+    return jacfwd(jacrev(f, argnums), argnums)
+
+
+def hvp(f: KernelBase, primals: Sequence, tangents: Sequence):
+    """Hessian-vector product of a scalar f, forward-over-reverse: `jvp(grad(f), ...)[1]`, with
+    one tangent per floating-point parameter; returns one entry per floating-point parameter."""
+    primals = tuple(primals)
+    pt = f._param_types(primals)
+    fl = tuple(_float_positions(pt))
+    g = grad(f, argnums=fl)
+    _, out = jvp(g, primals, tangents)
+    return out if len(fl) > 1 else out[0]

@@ -150,6 +150,3 @@ def test_argnums_twice_is_value_error():
         grad(loss, argnums=(0, 0))
 
 
-def test_reverse_through_loops_says_unsupported():
-    with pytest.raises(UnsupportedError, match="reverse mode"):
-        grad(looped)(np.ones(3))

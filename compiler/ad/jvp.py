@@ -174,7 +174,8 @@ def _jvp_loop(ctx, op, env, tenv):
         regions = [cblock, block]
     tin = [_tangent_or_zeros(ctx, tinits[k], inits[k]) for k in order]
     all_types = types + [ctx.ttype(types[k]) for k in order]
-    outs = b.emit(kind, bounds + inits + tin, {"types": tuple(all_types)}, regions)
+    # `tangents`: result len(types) + j is the tangent of result order[j] (reverse mode reads it)
+    outs = b.emit(kind, bounds + inits + tin, {"types": tuple(all_types), "tangents": tuple(order)}, regions)
     for k, r in enumerate(op.results):
         env[r] = outs[k]
         outs[k].hint = r.hint
@@ -200,7 +201,8 @@ def _jvp_if(ctx, op, env, tenv):
         with b.at(block):
             b.terminate("yield", ys + [_tangent_or_zeros(ctx, ts[k], ys[k]) for k in nonzero])
     all_types = types + [ctx.ttype(types[k]) for k in nonzero]
-    outs = b.emit("if", [env.get(op.operands[0], op.operands[0])], {"types": tuple(all_types)}, blocks)
+    outs = b.emit("if", [env.get(op.operands[0], op.operands[0])],
+                  {"types": tuple(all_types), "tangents": tuple(nonzero)}, blocks)
     for k, r in enumerate(op.results):
         env[r] = outs[k]
         tenv[r] = None

@@ -5,8 +5,7 @@ tangent ops are linear in the tangents), keeps the primal ops as the forward swe
 the linear ops backwards, applying each primitive's transpose rule (registered beside the
 primitive) to accumulate cotangents.
 
-Not yet supported: linear values flowing through `for`/`while`/`if` (reverse mode through
-control flow needs the checkpointed reverse loop); it raises UnsupportedError.
+Control flow (checkpointed loops, `if`) is handled by compiler/ad/reverse.py.
 """
 from __future__ import annotations
 
@@ -114,45 +113,18 @@ def vjp_function(fn: ir.Function, name: str | None = None) -> ir.Function:
     b = Builder(block, loc=fn.loc)
     env = dict(zip(lin.params[:n_p], params))
 
+    from .reverse import Reverse
     linear = set(tparams)
-    linear_ops = []
-    for op in lin.body.ops[:-1]:
-        if any(o in linear for o in _all_operands(op)):
-            if op.regions:
-                raise UnsupportedError("reverse mode through 'for', 'while' and 'if' is not implemented yet "
-                                       "(forward mode, f.jvp / jacfwd, handles them)", op.loc)
-            linear.update(op.results)
-            linear_ops.append(op)
-        else:
-            clone_into(b, op, env)
     tc = TransposeContext(b, {}, env)
+    rev = Reverse(b, env, linear, tc)
+    rev.mark(lin.body.ops[:-1])
     for t, k in zip(tparams, float_idx):
         tc._dims[t] = b.dims_of(params[k])
-    for op in linear_ops:
-        with b.located(op.loc):
-            tc._dims[op.results[0]] = _shape_dims(tc, op, linear)
-
+    records = rev.forward(lin.body.ops[:-1])
     ct_env: dict = {}
-
-    def accumulate(v, c):
-        if c is None or v not in linear:
-            return
-        ct_env[v] = c if v not in ct_env else b.emit1("add", [ct_env[v], c])
-
     for t, c in zip(touts_lin, cts):
-        if t in linear:
-            accumulate(t, c)
-    for op in reversed(linear_ops):
-        ct = ct_env.pop(op.results[0], None)
-        if ct is None:
-            continue
-        rule = PRIMS[op.prim].transpose
-        if rule is None:
-            raise UnsupportedError(f"primitive '{op.prim}' has no transpose rule (needed for reverse mode)", op.loc)
-        with b.located(op.loc):
-            contribs = rule(tc, op, ct, [o in linear for o in op.operands])
-        for o, c in zip(op.operands, contribs):
-            accumulate(o, c)
+        rev.accumulate(ct_env, t, c)
+    rev.backward(records, ct_env)
     grads = []
     for t, k in zip(tparams, float_idx):
         g = ct_env.get(t)
@@ -165,7 +137,8 @@ def vjp_function(fn: ir.Function, name: str | None = None) -> ir.Function:
                        tuple_result=True, loc=fn.loc, boundscheck=fn.boundscheck)
 
 
-def grad_function(fn: ir.Function, argnums: tuple, with_value: bool = False) -> ir.Function:
+def grad_function(fn: ir.Function, argnums: tuple, with_value: bool = False,
+                  as_tuple: bool = False) -> ir.Function:
     """params -> [value,] d(scalar output)/d(params[k]) for k in argnums (one fused function)."""
     from ..diagnostics import DslTypeError
     from .jacobian import inline
@@ -189,4 +162,78 @@ def grad_function(fn: ir.Function, argnums: tuple, with_value: bool = False) -> 
     b.terminate("return", results)
     rnames = (["value"] if with_value else []) + [f"d_{fn.param_names[k]}" for k in argnums]
     return ir.Function(f"grad_{fn.name}", params, block, list(fn.param_names), rnames,
-                       tuple_result=len(results) > 1, loc=fn.loc, boundscheck=fn.boundscheck)
+                       tuple_result=as_tuple or len(results) > 1, loc=fn.loc, boundscheck=fn.boundscheck)
+
+
+def unconnected_params(fn: ir.Function) -> set:
+    """Indices of float parameters whose cotangent is structurally zero (the output does not
+    depend on them), found from the linearization."""
+    lin = jvp_function(fn)
+    n_p = len(fn.params)
+    from .reverse import Reverse
+    linear = set(lin.params[n_p:])
+    Reverse(None, {}, linear, None).mark(lin.body.ops[:-1])
+    used = set()
+    for op in lin.body.ops[:-1]:
+        if any(r in linear for r in op.results):
+            used.update(o for o in _all_operands(op) if o in linear)
+    n_out = len(lin.body.terminator.operands) // 2
+    used.update(v for v in lin.body.terminator.operands[n_out:] if v in linear)
+    float_idx = [k for k, p in enumerate(fn.params) if is_float(p.type.dtype)]
+    return {k for t, k in zip(lin.params[n_p:], float_idx) if t not in used}
+
+
+def jacrev_function(fn: ir.Function, argnums: tuple, as_tuple: bool) -> ir.Function:
+    """params -> Jacobian(s) of the single output w.r.t. params[argnums], shape out.shape + in.shape,
+    by reverse mode: one pullback per output element (one in all for a scalar output)."""
+    from ..diagnostics import DslTypeError
+    from .jacobian import identity_basis, inline
+    outs = fn.body.terminator.operands
+    if len(outs) != 1 or not is_float(outs[0].type.dtype):
+        raise DslTypeError("jacrev needs a kernel with one floating-point output", fn.loc)
+    out_t = outs[0].type
+    float_idx = [k for k, p in enumerate(fn.params) if is_float(p.type.dtype)]
+    for k in argnums:
+        if k not in float_idx:
+            raise DslTypeError(f"cannot differentiate with respect to parameter '{fn.param_names[k]}' "
+                               f"of type {fn.params[k].type}", fn.loc)
+    vf = vjp_function(fn)
+    params = [Value(p.type, p.hint, sym=p.sym) for p in fn.params]
+    block = ir.Block(list(params))
+    b = Builder(block, loc=fn.loc)
+    if out_t.is_scalar:
+        res = inline(b, vf, params + [b.const(1.0, out_t.dtype)])
+        jacs = [res[1 + float_idx.index(k)] for k in argnums]
+    else:
+        # the output's shape, from one primal evaluation
+        y = inline(b, fn, params)[0]
+        basis = identity_basis(b, y)              # (N, *out.shape)
+        n = b.dim(basis, 0)
+        jac0 = []
+        for k in argnums:
+            x = params[k]
+            shape = tuple(out_t.shape) + tuple(x.type.shape)
+            jac0.append(b.broadcast_to(b.const(0, x.type.dtype), shape, b.dims_of(y) + b.dims_of(x), bdims=()))
+        body = ir.Block([Value(Type("i64"), "o")] + [Value(j.type, "jac") for j in jac0])
+        with b.at(body):
+            o = body.args[0]
+            ct = b.emit1("slice", [basis, o], {"spec": "i" + "a" * out_t.rank})
+            res = inline(b, vf, params + [ct])
+            idx, rest = [], o
+            ydims = b.dims_of(y)
+            for ax in reversed(range(out_t.rank)):
+                idx.insert(0, b.emit1("mod", [rest, ydims[ax]]) if ax > 0 else rest)
+                if ax > 0:
+                    rest = b.emit1("floordiv", [rest, ydims[ax]])
+            new = []
+            for jac, k in zip(body.args[1:], argnums):
+                g = res[1 + float_idx.index(k)]
+                spec = "i" * out_t.rank + "a" * params[k].type.rank
+                new.append(b.emit1("store", [jac, g] + idx, {"spec": spec}))
+            b.terminate("yield", new)
+        jacs = b.emit("for", [b.const(0, "i64"), n, b.const(1, "i64")] + jac0,
+                      {"types": tuple(j.type for j in jac0)}, [body])
+    b.terminate("return", jacs)
+    return ir.Function(f"jacrev_{fn.name}", params, block, list(fn.param_names),
+                       [f"jac{k}" for k in range(len(jacs))], tuple_result=as_tuple or len(jacs) > 1,
+                       loc=fn.loc, boundscheck=fn.boundscheck)

@@ -8,7 +8,7 @@ from ..prims import PRIMS
 
 _BARRIERS = {"store", "add_at", "for", "while", "if"}
 _FUSABLE_USERS = {"reduce_sum", "reduce_prod", "reduce_max", "reduce_min", "index", "slice",
-                  "transpose", "store", "add_at", "return", "yield"}
+                  "transpose", "store", "add_at", "return", "yield", "matmul"}
 
 
 class Analysis:
@@ -43,26 +43,46 @@ class Analysis:
         return ok
 
     def _can_fuse(self, v: ir.Value) -> bool:
+        """Fusable: every user (extent queries aside) is a fusable consumer in the same block with
+        no store or control flow in between, and all of them end up evaluated in one loop (a DAG
+        of elementwise ops is fused; code generation computes each node once per element)."""
         op = v.owner
         if not isinstance(op, ir.Op) or v.type.is_scalar:
             return False
-        us = self.users.get(v, [])
-        if len(us) != 1 or sum(o is v for o in us[0].operands) != 1:
-            return False
-        user = us[0]
+        us = [u for u in self.users.get(v, []) if u.prim != "dim"]
+        if not us:
+            return True                 # only its extents are used: never evaluated
         block = self.block_of[op]
-        if self.block_of.get(user) is not block:
-            return False
-        kind = PRIMS[user.prim].kind if user.prim in PRIMS else None
-        if kind == "elementwise":
-            if user.result.type.shape != v.type.shape:
-                return False        # broadcasting would re-evaluate it per repeated element
-        elif user.prim not in _FUSABLE_USERS:
-            return False
-        if user.prim in ("store", "add_at") and user.operands[0] is v:
-            return False
-        i, j = block.ops.index(op), block.ops.index(user)
-        return not any(o.prim in _BARRIERS for o in block.ops[i + 1:j])
+        i = block.ops.index(op)
+        for user in us:
+            if self.block_of.get(user) is not block:
+                return False
+            kind = PRIMS[user.prim].kind if user.prim in PRIMS else None
+            if kind == "elementwise":
+                if user.result.type.shape != v.type.shape:
+                    return False        # broadcasting would re-evaluate it per repeated element
+            elif user.prim not in _FUSABLE_USERS:
+                return False
+            if user.prim in ("store", "add_at") and user.operands[0] is v:
+                return False
+            j = block.ops.index(user)
+            if any(o.prim in _BARRIERS for o in block.ops[i + 1:j]):
+                return False
+        if len(us) == 1 and sum(o is v for o in us[0].operands) == 1:
+            return True
+        sinks = {self._sink(u) for u in us}
+        return len(sinks) == 1 and all(PRIMS[u.prim].kind == "elementwise" or u.prim.startswith("reduce_")
+                                       for u in us if u.prim in PRIMS)
+
+    def _sink(self, op: ir.Op):
+        """The op whose loop evaluates `op`'s operands: op itself unless it is fused further."""
+        while op.results and len(op.results) == 1 and not op.result.type.is_scalar \
+                and op.prim in PRIMS and PRIMS[op.prim].kind in ("elementwise", "view") and self.fused(op.result):
+            us = [u for u in self.users.get(op.result, []) if u.prim != "dim"]
+            if not us:
+                return op
+            op = self._sink(us[0]) if len(us) > 1 else us[0]
+        return op
 
     def dead_after(self, x: ir.Value, op: ir.Op) -> bool:
         """x is defined in op's block and no op after `op` uses it."""

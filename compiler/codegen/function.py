@@ -18,6 +18,7 @@ from llvmlite import ir as ll
 from .. import ir
 from ..diagnostics import UnsupportedError
 from ..prims import PRIMS
+from . import vmath
 from .analysis import Analysis
 
 I1, I8, I32, I64 = ll.IntType(1), ll.IntType(8), ll.IntType(32), ll.IntType(64)
@@ -49,14 +50,20 @@ class Site:
 class FunctionCodegen:
     """Builds one LLVM function from an `ir.Function`."""
 
-    def __init__(self, module: ll.Module, fn: ir.Function, symbol: str, boundscheck: bool = True):
+    def __init__(self, module: ll.Module, fn: ir.Function, symbol: str, boundscheck: bool = True,
+                 vector_isas=(), blas: bool = False):
         self.module, self.fn, self.symbol = module, fn, symbol
+        self.blas = blas                  # large matrix products may call dslc_cblas_?gemm (blas.py)
         self.boundscheck = boundscheck
+        # libmvec ISA letters ("b", "d", "e") transcendental calls may be vectorised with (see
+        # vmath.py); () keeps plain scalar libm calls / intrinsics (other CPUs, GPU targets)
+        self.vector_isas = tuple(vector_isas)
         self.values = {}
         self.sites: list[Site] = []
         self.scopes: list[list] = []
         self.all_slots: list = []
         self.info = Analysis(fn)
+        self._elem_memo = {}
 
     # ---- entry point ---------------------------------------------------------------------
     def build(self) -> ll.Function:
@@ -78,6 +85,10 @@ class FunctionCodegen:
         for k, a in enumerate(self.llfn.args):
             if isinstance(a.type, ll.PointerType):
                 a.add_attribute("noalias")
+        if "e" in self.vector_isas:
+            # LLVM tunes Ice Lake and later for 256-bit vectors; the 512-bit libmvec variants and
+            # zmm arithmetic are ~2x faster for the long fused loops dslc generates
+            set.add(self.llfn.attributes, '"prefer-vector-width"="512"')
         self.allocas = self.llfn.append_basic_block("allocas")
         body = self.llfn.append_basic_block("entry")
         self.fail_block = self.llfn.append_basic_block("fail")
@@ -180,6 +191,8 @@ class FunctionCodegen:
     # ---- scalar helpers ------------------------------------------------------------------
     def call_math(self, name: str, dtype: str, args):
         ty = LLTYPE[dtype]
+        if self.vector_isas and vmath.vectorised(name, dtype):
+            return self.b.call(vmath.wrapper(self.module, name, dtype, self.vector_isas), args)
         if name in _INTRINSICS:
             fname = f"llvm.{name}.{'f32' if dtype == 'f32' else 'f64'}"
         elif name in _LIBM:
@@ -376,7 +389,14 @@ class FunctionCodegen:
         if not isinstance(av, ArrayVal):
             return av
         if av.lazy is not None:
-            return av.lazy(idx)
+            # a fused DAG may reach one node by several paths: compute it once per element
+            if all(isinstance(i, ll.Constant) for i in idx):
+                return av.lazy(idx)       # no loop index: the value would not dominate other loops
+            key = (v, tuple(idx))
+            hit = self._elem_memo.get(key)
+            if hit is None:
+                hit = self._elem_memo[key] = av.lazy(idx)
+            return hit
         return self.load_elem(av, idx)
 
     def set_lazy(self, v: ir.Value, dims, fn, reads=()):
@@ -442,6 +462,58 @@ class FunctionCodegen:
             body(list(idx))
             return
         self.for_range(dims[len(idx)], lambda i: self.loop_nest(dims, body, tuple(idx) + (i,)))
+
+    # ---- matrix products ------------------------------------------------------------------------
+    def gemm(self, dt, M, N, K, A, ta, lda, B, tb, ldb, C, ldc):
+        """C[M, N] = op(A)[M, K] @ op(B)[K, N] on row-major buffers (typed element pointers):
+        op(A)[i, p] = A[p*lda + i] if ta else A[i*lda + p]; likewise B with tb; C[i, j] at
+        C[i*ldc + j]. Large products call BLAS when the module may (JIT); the rest run the
+        loop nest i-p-j (the inner loop streams a row of B and of C and vectorises)."""
+        b = self.b
+
+        def loops():
+            zero = self.constant(0, dt)
+            self.for_range(M, lambda i: self.for_range(
+                N, lambda j: b.store(zero, b.gep(C, [b.add(b.mul(i, ldc), j)], inbounds=True))))
+
+            def row(i):
+                def mid(p):
+                    a = b.load(b.gep(A, [b.add(b.mul(p, lda), i) if ta else b.add(b.mul(i, lda), p)],
+                                     inbounds=True))
+
+                    def inner(j):
+                        cp = b.gep(C, [b.add(b.mul(i, ldc), j)], inbounds=True)
+                        bv = b.load(b.gep(B, [b.add(b.mul(j, ldb), p) if tb else b.add(b.mul(p, ldb), j)],
+                                          inbounds=True))
+                        if ir.is_float(dt):
+                            b.store(b.fadd(b.load(cp), b.fmul(a, bv)), cp)
+                        else:
+                            b.store(b.add(b.load(cp), b.mul(a, bv)), cp)
+                    self.for_range(N, inner)
+                self.for_range(K, mid)
+            self.for_range(M, row)
+
+        if not (self.blas and ir.is_float(dt)):
+            loops()
+            return
+        from .blas import MIN_FLOPS, NO_TRANS, ROW_MAJOR, TRANS
+        one = self.i64(1)
+        big = b.icmp_signed(">=", b.mul(b.mul(M, N), K), self.i64(MIN_FLOPS))
+        ok = b.and_(b.and_(b.icmp_signed(">=", M, one), b.icmp_signed(">=", N, one)),
+                    b.and_(b.icmp_signed(">=", K, one), big))
+        with b.if_else(ok) as (then, otherwise):
+            with then:
+                ty = LLTYPE[dt]
+                name = "dslc_cblas_sgemm" if dt == "f32" else "dslc_cblas_dgemm"
+                fnty = ll.FunctionType(ll.VoidType(), [I32, I32, I32, I64, I64, I64, ty, PTR, I64, PTR, I64,
+                                                       ty, PTR, I64])
+                f = self.module.globals.get(name) or ll.Function(self.module, fnty, name)
+                b.call(f, [ll.Constant(I32, ROW_MAJOR), ll.Constant(I32, TRANS if ta else NO_TRANS),
+                           ll.Constant(I32, TRANS if tb else NO_TRANS), M, N, K, ll.Constant(ty, 1.0),
+                           b.bitcast(A, PTR), self.smax(lda, one), b.bitcast(B, PTR), self.smax(ldb, one),
+                           ll.Constant(ty, 0.0), b.bitcast(C, PTR), self.smax(ldc, one)])
+            with otherwise:
+                loops()
 
     # ---- blocks ------------------------------------------------------------------------------
     def gen_block(self, block: ir.Block, args):
@@ -531,7 +603,8 @@ class FunctionCodegen:
         self.b.ret(ll.Constant(I32, 0))
 
 
-def generate(module: ll.Module, fn: ir.Function, symbol: str, boundscheck: bool = True) -> FunctionCodegen:
-    cg = FunctionCodegen(module, fn, symbol, boundscheck)
+def generate(module: ll.Module, fn: ir.Function, symbol: str, boundscheck: bool = True,
+             vector_isas=(), blas: bool = False) -> FunctionCodegen:
+    cg = FunctionCodegen(module, fn, symbol, boundscheck, vector_isas, blas)
     cg.build()
     return cg

@@ -8,9 +8,30 @@ import llvmlite.binding as llvm
 from llvmlite import ir as ll
 
 from .. import ir
+from . import blas as _blas
+from . import vmath
 from .function import I8, I32, I64, LLTYPE, MEMTYPE, PTR, generate
 
 _lock = threading.RLock()
+
+
+def _codegen_revision() -> str:
+    """A digest of the code generator's sources (codegen/ and prims/): part of the JIT cache key,
+    so a changed lowering never reuses stale object code from the disk cache."""
+    import hashlib
+    import os
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    h = hashlib.sha256()
+    for sub in ("codegen", "prims"):
+        d = os.path.join(root, sub)
+        for name in sorted(os.listdir(d)):
+            if name.endswith(".py"):
+                with open(os.path.join(d, name), "rb") as f:
+                    h.update(name.encode() + b"\0" + f.read())
+    return "cg-" + h.hexdigest()[:12]
+
+
+CODEGEN_REVISION = _codegen_revision()
 _initialised = False
 
 
@@ -33,7 +54,8 @@ def host_target_machine(opt: int = 3, reloc: str = "default", codemodel: str = "
 
 def toolchain_version() -> str:
     initialise()
-    return f"llvmlite-{llvmlite.__version__}/llvm-{'.'.join(map(str, llvm.llvm_version_info))}"
+    return (f"llvmlite-{llvmlite.__version__}/llvm-{'.'.join(map(str, llvm.llvm_version_info))}"
+            f"/{CODEGEN_REVISION}/{vmath.tag()}/{_blas.tag()}")
 
 
 def add_py_trampoline(module: ll.Module, fn: ir.Function, c_entry: ll.Function, symbol: str):
@@ -69,13 +91,21 @@ def add_py_trampoline(module: ll.Module, fn: ir.Function, c_entry: ll.Function, 
 
 
 def build_module(fn: ir.Function, symbol: str, boundscheck: bool = True, py_trampoline: bool = True,
-                 name: str = "dslc") -> tuple[ll.Module, list]:
+                 name: str = "dslc", vector_math=None, blas: bool = False) -> tuple[ll.Module, list]:
     """An LLVM module with the kernel's entry point (and its `__py` trampoline); also the
-    error sites of the entry point, in site-id order."""
+    error sites of the entry point, in site-id order.
+
+    vector_math: "host" (libmvec variants for the host's ISAs, when available: the JIT), None (plain
+    scalar libm calls: other targets), or a tuple of libmvec ISA letters for a known target. A
+    shared library built with vector math must be linked with `vmath.link_libraries(isas)`.
+    blas: large matrix products call NumPy's OpenBLAS (JIT only: see blas.py); ignored when the
+    library is not found."""
     initialise()
     module = ll.Module(name=name)
     module.triple = llvm.get_process_triple()
-    cg = generate(module, fn, symbol, boundscheck)
+    isas = vmath.host_isas() if vector_math == "host" else tuple(vector_math or ())
+    cg = generate(module, fn, symbol, boundscheck, isas, bool(blas) and _blas.register_symbols())
+    vmath.finish(module)
     if py_trampoline:
         add_py_trampoline(module, fn, cg.llfn, symbol + "__py")
     return module, cg.sites
@@ -104,6 +134,7 @@ class JIT:
 
     def __init__(self):
         initialise()
+        _blas.register_symbols()          # before any (cached) object that calls it is loaded
         self.tm = host_target_machine()
         self._obj_cache = {}
         self._pending_obj = {}

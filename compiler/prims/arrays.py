@@ -171,36 +171,85 @@ defprim("matmul", _infer_matmul, linear=(0, 1))
 
 @rule("matmul", "codegen")
 def _matmul_cg(cg, op):
+    """Matrix products as GEMM calls on row-major buffers (FunctionCodegen.gemm: BLAS for large
+    products in the JIT, loops otherwise). A rank-2 operand that is a lazy `transpose` of a buffer
+    (what the matmul JVP and transpose rules produce) is read in place with a transposed flag,
+    never copied. Vector-mode (batched) products become one GEMM where the layout allows."""
     a, b = op.operands
-    A, B = cg.materialize(a), cg.materialize(b)
     batch = op.attrs.get("batch")
+    A, tA = _mat_operand(cg, a, batch != "lhs")
+    B, tB = _mat_operand(cg, b, batch != "rhs")
     if not batch:
-        return _matmul_core(cg, op, a.type, b.type, A, B, None)
-    from ..codegen.function import ArrayVal
+        return _matmul_core(cg, op, a.type, b.type, A, tA, B, tB, None)
+    dt = a.type.dtype
+    bd = cg.b
     X = A if batch == "lhs" else B
     ta = Type(a.type.dtype, a.type.shape[1:]) if batch == "lhs" else a.type
     tb = Type(b.type.dtype, b.type.shape[1:]) if batch == "rhs" else b.type
-    ad = A.dims[1:] if batch == "lhs" else A.dims
-    bd = B.dims[1:] if batch == "rhs" else B.dims
-    plain = (ad[:-1] if ta.rank == 2 else []) + (bd[1:] if tb.rank == 2 else [])
-    out = cg.alloc_array(op.result, [X.dims[0]] + plain)
+    nb = X.dims[0]
+    if batch == "lhs":
+        # out[w] = X[w] @ op(B): the slices stack into one (nb*m, k) @ op(B) product
+        m = X.dims[1] if ta.rank == 2 else cg.i64(1)
+        k = X.dims[-1]
+        kb, n, ldb = _rhs_dims(cg, tb, B, tB)
+        if ta.shape[-1] != tb.shape[0]:
+            cg.check_eq(k, kb, "shape", "inner extents of '@' differ", op.loc)
+        out = cg.alloc_array(op.result, [nb] + ([m] if ta.rank == 2 else []) + ([n] if tb.rank == 2 else []))
+        cg.gemm(dt, bd.mul(nb, m), n, k, X.ptr, False, k, B.ptr, tB, ldb, out.ptr, n)
+        return
+    # batch == "rhs": out[w] = op(A) @ X[w]
+    m, ka, lda = _lhs_dims(cg, ta, A, tA)
+    k = X.dims[1]
+    if ta.shape[-1] != tb.shape[0]:
+        cg.check_eq(ka, k, "shape", "inner extents of '@' differ", op.loc)
+    if tb.rank == 1:
+        # out (nb, m) = X (nb, k) @ op(A)^T
+        out = cg.alloc_array(op.result, [nb] + ([m] if ta.rank == 2 else []))
+        if ta.rank == 2:
+            cg.gemm(dt, nb, m, k, X.ptr, False, k, A.ptr, not tA, lda, out.ptr, m)
+        else:
+            cg.gemm(dt, nb, cg.i64(1), k, X.ptr, False, k, A.ptr, False, cg.i64(1), out.ptr, cg.i64(1))
+        return
+    n = X.dims[2]
+    out = cg.alloc_array(op.result, [nb] + ([m] if ta.rank == 2 else []) + [n])
 
     def step(w):
-        def view(av, skip):
-            size = cg.i64(1)
-            for d in av.dims[1:]:
-                size = cg.b.mul(size, d)
-            if not skip:
-                return av
-            return ArrayVal(av.dtype, av.dims[1:], ptr=cg.b.gep(av.ptr, [cg.b.mul(w, size)]))
-        _matmul_core(cg, op, ta, tb, view(A, batch == "lhs"), view(B, batch == "rhs"), view(out, True))
-    cg.for_range(X.dims[0], step)
+        xs = bd.gep(X.ptr, [bd.mul(w, bd.mul(k, n))])
+        os_ = bd.gep(out.ptr, [bd.mul(w, bd.mul(m, n))])
+        cg.gemm(dt, m, n, k, A.ptr, tA, lda, xs, False, n, os_, n)
+    cg.for_range(nb, step)
 
 
-def _matmul_core(cg, op, ta, tb, A, B, out):
-    """The plain (rank <= 2) matrix product of A and B; into `out` when given, else bound to op."""
+def _mat_operand(cg, v, plain):
+    """(materialised ArrayVal, transposed): a plain rank-2 operand that is a lazy transpose of an
+    array is returned as that array (materialised contiguously if need be) with transposed=True."""
+    av = cg.get(v)
+    owner = v.owner
+    if (plain and v.type.rank == 2 and av.lazy is not None and getattr(owner, "prim", None) == "transpose"
+            and list(owner.attrs["perm"]) == [1, 0]):
+        return cg.materialize(owner.operands[0]), True
+    return cg.materialize(v), False
+
+
+def _lhs_dims(cg, ta, A, tA):
+    """(m, k, lda) of the left operand (a vector is one row)."""
+    if ta.rank == 1:
+        return cg.i64(1), A.dims[0], A.dims[0]
+    return (A.dims[1], A.dims[0], A.dims[1]) if tA else (A.dims[0], A.dims[1], A.dims[1])
+
+
+def _rhs_dims(cg, tb, B, tB):
+    """(k, n, ldb) of the right operand (a vector is one column)."""
+    if tb.rank == 1:
+        return B.dims[0], cg.i64(1), cg.i64(1)
+    return (B.dims[1], B.dims[0], B.dims[1]) if tB else (B.dims[0], B.dims[1], B.dims[1])
+
+
+def _matmul_core(cg, op, ta, tb, A, tA, B, tB, out):
+    """The plain (rank <= 2) product op(A) @ op(B), bound to op's result."""
     dt = ta.dtype
-    ka, kb = A.dims[-1], B.dims[0]
+    m, ka, lda = _lhs_dims(cg, ta, A, tA)
+    kb, n, ldb = _rhs_dims(cg, tb, B, tB)
     if ta.shape[-1] != tb.shape[0]:
         cg.check_eq(ka, kb, "shape", "inner extents of '@' differ", op.loc)
     mul, add = cg.combiner("mul", dt), cg.combiner("add", dt)
@@ -210,8 +259,9 @@ def _matmul_core(cg, op, ta, tb, A, B, out):
         cg.for_range(ka, lambda p: cg.b.store(add(cg.b.load(acc), mul(cg.load_elem(A, [p]), cg.load_elem(B, [p]))), acc))
         cg.set(op.result, cg.b.load(acc))
         return
-    if ta.rank == 2 and tb.rank == 1:
-        out = out or cg.alloc_array(op.result, [A.dims[0]])
+    if ta.rank == 2 and tb.rank == 1 and not tA:
+        # matrix-vector: one (vectorised, reassociated) dot product per row; memory-bound
+        out = cg.alloc_array(op.result, [A.dims[0]])
 
         def row(i):
             acc = cg.alloca_scalar(dt, zero)
@@ -219,21 +269,9 @@ def _matmul_core(cg, op, ta, tb, A, B, out):
             cg.store_elem(out, [i], cg.b.load(acc))
         cg.for_range(A.dims[0], row)
         return
-    # (m,k)@(k,n) and (k)@(k,n): i-p-j order so the inner loop streams rows of B and out
-    rows = [A.dims[0]] if ta.rank == 2 else []
-    out = out or cg.alloc_array(op.result, rows + [B.dims[1]])
-    cg.loop_nest(out.dims, lambda idx: cg.store_elem(out, idx, zero))
-
-    def outer(ri):
-        def mid(p):
-            av = cg.load_elem(A, ri + [p])
-            cg.for_range(B.dims[1], lambda j: cg.store_elem(
-                out, ri + [j], add(cg.load_elem(out, ri + [j]), mul(av, cg.load_elem(B, [p, j])))))
-        cg.for_range(ka, mid)
-    if rows:
-        cg.for_range(A.dims[0], lambda i: outer([i]))
-    else:
-        outer([])
+    dims = ([m] if ta.rank == 2 else []) + ([n] if tb.rank == 2 else [])
+    out = cg.alloc_array(op.result, dims)
+    cg.gemm(dt, m, n, ka, A.ptr, tA, lda, B.ptr, tB, ldb, out.ptr, n)
 
 
 def _infer_transpose(operands, attrs):

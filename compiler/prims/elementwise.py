@@ -168,6 +168,15 @@ def _mod(cg, args, tin, tout, op):
 def _pow(cg, args, tin, tout, op):
     a, b = args
     if is_float(tin[0].dtype):
+        # exact special cases of a literal exponent (what LLVM does for llvm.pow; the vectorisable
+        # pow call in vmath.py hides the exponent from it): x**2 = x*x (one rounding, as pow's),
+        # x**1 = x, x**0 = 1 (also for NaN, as C's pow)
+        k = cg.const_value(op.operands[1]) if op is not None else None
+        if k is not None and float(k) in (0.0, 1.0, 2.0):
+            k = float(k)
+            if k == 2.0:
+                return cg.b.fmul(a, a)
+            return a if k == 1.0 else ll.Constant(a.type, 1.0)
         return cg.call_math("pow", tin[0].dtype, args)
     # integer power by squaring; a negative exponent is an error (Python would return a float)
     cg.check(cg.b.icmp_signed(">=", b, ll.Constant(b.type, 0)), "value",
@@ -229,10 +238,16 @@ def _int_identity_or(name):
 
 
 def _sigmoid(cg, args, tin, tout, op):
+    # e = exp(-|x|) never overflows: sigmoid(x) = 1/(1+e) for x >= 0 and e/(1+e) for x < 0, so
+    # large negative x gives the tiny (denormal) value instead of 1/(1+inf) = 0. One exp call,
+    # branch-free (vectorises); NaN propagates through exp.
     (x,) = args
+    bd = cg.b
     one = ll.Constant(x.type, 1.0)
-    e = cg.call_math("exp", tin[0].dtype, [cg.b.fneg(x)])
-    return cg.b.fdiv(one, cg.b.fadd(one, e))
+    ax = cg.call_math("fabs", tin[0].dtype, [x])
+    e = cg.call_math("exp", tin[0].dtype, [bd.fneg(ax)])
+    r = bd.fdiv(one, bd.fadd(one, e))
+    return bd.select(bd.fcmp_ordered("<", x, ll.Constant(x.type, 0.0)), bd.fmul(e, r), r)
 
 
 def _truediv(cg, args, tin, tout, op):

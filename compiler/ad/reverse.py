@@ -1,0 +1,374 @@
+"""Reverse mode through structured control flow: the forward and backward sweeps.
+
+The input is a linearization (the JVP of a kernel): its ops are primal (computing values and
+residuals) or linear (in the tangents). The forward sweep re-emits the primal ops; the backward
+sweep walks the linear ops in reverse, applying transpose rules, and accumulates cotangents.
+
+Loops: a loop with tangent carries is run forward with two-level checkpointing: the primal carries
+are saved once per segment of K = ceil(sqrt(T)) steps (T the trip count). The reverse loop walks
+the segments backwards; for each it recomputes the segment's K states from its checkpoint, then
+walks them backwards, re-emitting the step's primal ops (the residuals) and transposing its linear
+ops. At most ceil(T/K) + K <= 2 sqrt(T) + 1 states are stored, and the primal is recomputed once.
+A `while` loop first counts its trips (one extra primal pass), then is reversed like a `for`.
+Cotangents of linear values captured from outside a loop body are extra carries of the reverse loop.
+`if`: the primal-only `if` runs forward; the reverse is an `if` on the same condition whose branches
+re-emit their primal ops and transpose their linear ops.
+"""
+from __future__ import annotations
+
+from .. import ir
+from ..builder import Builder
+from ..diagnostics import UnsupportedError
+from ..ir import Type, Value
+from ..prims import PRIMS
+from .jacobian import clone_into
+
+CONTROL = ("for", "while", "if")
+
+
+def _uses(op: ir.Op):
+    yield from op.operands
+    for r in op.regions:
+        for inner in ir.walk_ops(r):
+            yield from inner.operands
+
+
+def _defined(region: ir.Block) -> set:
+    out = set(region.args)
+    for op in ir.walk_ops(region):
+        out.update(op.results)
+        for r in op.regions:
+            out.update(r.args)
+    return out
+
+
+class Reverse:
+    """State of one reverse-mode transformation (values of the linearization -> new program)."""
+
+    def __init__(self, b: Builder, env: dict, linear: set, tc):
+        self.b, self.env, self.linear, self.tc = b, env, linear, tc
+
+    # ---- which values are linear -----------------------------------------------------------
+    def mark(self, ops):
+        for op in ops:
+            if op.prim in CONTROL:
+                nt = len(op.attrs.get("tangents", ()))
+                n_p = len(op.results) - nt
+                skip = 1 if op.prim == "for" else 0
+                for region in op.regions:
+                    if op.prim != "if":
+                        self.linear.update(region.args[skip + n_p:])
+                    self.mark(region.ops)
+                self.linear.update(op.results[n_p:])
+            elif any(o in self.linear for o in op.operands):
+                self.linear.update(op.results)
+
+    def _n_primal(self, op) -> int:
+        return len(op.results) - len(op.attrs.get("tangents", ()))
+
+    def _touches_linear(self, op) -> bool:
+        return any(r in self.linear for r in op.results) or any(o in self.linear for o in _uses(op))
+
+    def _ev(self, v):
+        return self.env.get(v, v)
+
+    def _captured(self, op) -> list:
+        """Linear values defined outside op's regions and used inside them (in first-use order)."""
+        inside = set()
+        for r in op.regions:
+            inside |= _defined(r)
+        seen, out = set(), []
+        for r in op.regions:
+            for inner in ir.walk_ops(r):
+                for o in inner.operands:
+                    if o in self.linear and o not in inside and o not in seen:
+                        seen.add(o)
+                        out.append(o)
+        return out
+
+    # ---- forward sweep ---------------------------------------------------------------------------
+    def emit_primal(self, op):
+        """Re-emit `op` without its linear parts."""
+        b = self.b
+        if not self._touches_linear(op):
+            clone_into(b, op, self.env)
+            return
+        if not op.regions:
+            return
+        n_p = self._n_primal(op)
+        types = tuple(r.type for r in op.results[:n_p])
+        if op.prim == "for":
+            region = op.regions[0]
+            body = self._primal_region(region, 1, n_p, n_p)
+            outs = b.emit("for", [self._ev(o) for o in op.operands[:3 + n_p]], {"types": types}, [body])
+        elif op.prim == "while":
+            cond = self._primal_region(op.regions[0], 0, n_p, 1)
+            body = self._primal_region(op.regions[1], 0, n_p, n_p)
+            outs = b.emit("while", [self._ev(o) for o in op.operands[:n_p]], {"types": types}, [cond, body])
+        else:
+            blocks = [self._primal_region(r, 0, 0, n_p) for r in op.regions]
+            outs = b.emit("if", [self._ev(op.operands[0])], {"types": types}, blocks)
+        for r, o in zip(op.results, outs):
+            self.env[r] = o
+
+    def _primal_region(self, region, skip, n_args, n_yield):
+        block = ir.Block([Value(a.type, a.hint, sym=a.sym) for a in region.args[:skip + n_args]])
+        for a, na in zip(region.args, block.args):
+            self.env[a] = na
+        with self.b.at(block):
+            for inner in region.ops[:-1]:
+                self.emit_primal(inner)
+            self.b.terminate("yield", [self._ev(y) for y in region.terminator.operands[:n_yield]])
+        return block
+
+    def forward(self, ops) -> list:
+        """Emit the primal part of `ops`; returns what the backward sweep needs, in order."""
+        b, tc = self.b, self.tc
+        records = []
+        for op in ops:
+            linear_results = any(r in self.linear for r in op.results)
+            if not op.regions:
+                if linear_results:
+                    with b.located(op.loc):
+                        from .transpose import _shape_dims
+                        tc._dims[op.results[0]] = _shape_dims(tc, op, self.linear)
+                    records.append((op, None))
+                else:
+                    clone_into(b, op, self.env)
+                continue
+            if not linear_results:
+                self.emit_primal(op)
+                continue
+            with b.located(op.loc):
+                info = self.emit_primal(op) if op.prim == "if" else self.checkpointed_forward(op)
+                n_p = self._n_primal(op)
+                for j, k in enumerate(op.attrs["tangents"]):
+                    tc._dims[op.results[n_p + j]] = tc.dims(op.results[k])
+            records.append((op, info))
+        return records
+
+    # ---- loops -------------------------------------------------------------------------------------
+    def _i64(self, v):
+        return self.b.i64(v)
+
+    def _trip_count(self, lo, hi, step):
+        b = self.b
+        one, zero = b.const(1, "i64"), b.const(0, "i64")
+        up = b.binary("floordiv", b.binary("add", b.binary("sub", hi, lo), b.binary("sub", step, one)), step)
+        neg = b.emit1("neg", [step])
+        down = b.binary("floordiv", b.binary("sub", b.binary("sub", lo, hi), b.binary("add", step, one)), neg)
+        n = b.emit1("select", [b.emit1("gt", [step, zero]), up, down])
+        return b.emit1("maximum", [n, zero])
+
+    def _state_buffer(self, count, like):
+        """zeros((count, *like.shape)) of like's dtype: storage for `count` states like `like`."""
+        b = self.b
+        z = b.const(0, like.type.dtype)
+        shape = (ir.fresh_dim(),) + tuple(like.type.shape)
+        return b.broadcast_to(z, shape, [count] + b.dims_of(like), bdims=())
+
+    def _save(self, buf, state, slot):
+        spec = "i" + "a" * state.type.rank
+        return self.b.emit1("store", [buf, state, slot], {"spec": spec})
+
+    def _load(self, buf, slot, like_type):
+        b = self.b
+        if like_type.is_scalar:
+            return b.emit1("index", [buf, slot], {"spec": "i"})
+        return b.emit1("slice", [buf, slot], {"spec": "i" + "a" * like_type.rank})
+
+    def _step(self, op, j, state):
+        """Emit one primal step of loop `op` at step number j (0-based) from `state`; returns the
+        next state."""
+        b = self.b
+        region = op.regions[-1]
+        n_p = self._n_primal(op)
+        if op.prim == "for":
+            lo, step = self._loop_lo_step(op)
+            self.env[region.args[0]] = b.binary("add", lo, b.binary("mul", j, step))
+        skip = 1 if op.prim == "for" else 0
+        for a, v in zip(region.args[skip:skip + n_p], state):
+            self.env[a] = v
+        for inner in region.ops[:-1]:
+            self.emit_primal(inner)
+        return [self._ev(y) for y in region.terminator.operands[:n_p]]
+
+    def _loop_lo_step(self, op):
+        return self._ev(op.operands[0]), self._ev(op.operands[2])
+
+    def _loop_of(self, lo, hi, carried, body_fn, hint="j"):
+        """Emit `for j in range(lo, hi)` carrying `carried`; body_fn(j, args) -> next values."""
+        b = self.b
+        block = ir.Block([Value(Type("i64"), hint)] + [Value(c.type, c.hint) for c in carried])
+        with b.at(block):
+            nxt = body_fn(block.args[0], list(block.args[1:]))
+            b.terminate("yield", nxt)
+        return b.emit("for", [lo, hi, b.const(1, "i64")] + list(carried),
+                      {"types": tuple(c.type for c in carried)}, [block])
+
+    def checkpointed_forward(self, op):
+        b = self.b
+        n_p = self._n_primal(op)
+        if op.prim == "for":
+            inits = [self._ev(o) for o in op.operands[3:3 + n_p]]
+            lo, hi, step = (self._ev(o) for o in op.operands[:3])
+            n = self._trip_count(lo, hi, step)
+        else:
+            inits = [self._ev(o) for o in op.operands[:n_p]]
+            n, final = self._count_while(op, inits)
+        inits = [b.strong(v) if v.type.weak else v for v in inits]
+        k = b.emit1("maximum", [b.cast(b.unary("ceil", b.unary("sqrt", b.cast(n, "f64"))), "i64"),
+                                b.const(1, "i64")])
+        nck = b.binary("floordiv", b.binary("add", n, b.binary("sub", k, b.const(1, "i64"))), k)
+        bufs = [self._state_buffer(nck, v) for v in inits]
+
+        def segment(s, args):
+            state, cks = args[:n_p], args[n_p:]
+            cks = [self._save(c, v, s) for c, v in zip(cks, state)]
+            j0 = b.binary("mul", s, k)
+            j1 = b.emit1("minimum", [b.binary("add", j0, k), n])
+            state = self._loop_of(j0, j1, state, lambda j, st: self._step(op, j, st))
+            return list(state) + cks
+        outs = self._loop_of(b.const(0, "i64"), nck, inits + bufs, segment, hint="seg")
+        if op.prim == "for":
+            for r, o in zip(op.results[:n_p], outs[:n_p]):
+                self.env[r] = o
+        else:
+            for r, o in zip(op.results[:n_p], final):
+                self.env[r] = o
+        return {"n": n, "k": k, "nck": nck, "bufs": outs[n_p:], "types": [v.type for v in inits]}
+
+    def _count_while(self, op, inits):
+        """Run the primal `while` once, counting its trips: (count, final state)."""
+        b = self.b
+        n_p = self._n_primal(op)
+        cond_r, body_r = op.regions
+        cond = ir.Block([Value(v.type, a.hint) for v, a in zip(inits, cond_r.args)] + [Value(Type("i64"), "trips")])
+        for a, na in zip(cond_r.args, cond.args):
+            self.env[a] = na
+        with b.at(cond):
+            for inner in cond_r.ops[:-1]:
+                self.emit_primal(inner)
+            b.terminate("yield", [self._ev(cond_r.terminator.operands[0])])
+        body = ir.Block([Value(v.type, a.hint) for v, a in zip(inits, body_r.args)] + [Value(Type("i64"), "trips")])
+        with b.at(body):
+            nxt = self._step(op, None, body.args[:n_p])
+            b.terminate("yield", nxt + [b.binary("add", body.args[-1], b.const(1, "i64"))])
+        types = tuple(v.type for v in inits) + (Type("i64"),)
+        outs = b.emit("while", inits + [b.const(0, "i64")], {"types": types}, [cond, body])
+        return outs[-1], outs[:n_p]
+
+    # ---- backward sweep -------------------------------------------------------------------------------
+    def backward(self, records, ct_env: dict):
+        b = self.b
+        for op, info in reversed(records):
+            with b.located(op.loc):
+                if op.prim in ("for", "while"):
+                    self.reverse_loop(op, info, ct_env)
+                elif op.prim == "if":
+                    self.reverse_if(op, ct_env)
+                else:
+                    self.transpose_op(op, ct_env)
+
+    def accumulate(self, ct_env, v, c):
+        if c is None or v not in self.linear:
+            return
+        ct_env[v] = c if v not in ct_env else self.b.emit1("add", [ct_env[v], c])
+
+    def transpose_op(self, op, ct_env):
+        ct = ct_env.pop(op.results[0], None)
+        if ct is None:
+            return
+        rule = PRIMS[op.prim].transpose
+        if rule is None:
+            raise UnsupportedError(f"primitive '{op.prim}' has no transpose rule (needed for reverse mode)", op.loc)
+        contribs = rule(self.tc, op, ct, [o in self.linear for o in op.operands])
+        for o, c in zip(op.operands, contribs):
+            self.accumulate(ct_env, o, c)
+
+    def _ct_or_zeros(self, ct_env, v, pop=True):
+        c = ct_env.pop(v, None) if pop else ct_env.get(v)
+        return c if c is not None else self.tc.zeros(v)
+
+    def reverse_loop(self, op, info, ct_env):
+        b, tc = self.b, self.tc
+        n_p = self._n_primal(op)
+        order = op.attrs["tangents"]
+        nt = len(order)
+        region = op.regions[-1]
+        skip = 1 if op.prim == "for" else 0
+        ct0 = [self._ct_or_zeros(ct_env, op.results[n_p + j]) for j in range(nt)]
+        captured = self._captured(op)
+        acc0 = [self._ct_or_zeros(ct_env, v) for v in captured]
+        n, k, nck, bufs, types = info["n"], info["k"], info["nck"], info["bufs"], info["types"]
+
+        def segment(r, args):
+            cts, accs = args[:nt], args[nt:]
+            s = b.binary("sub", b.binary("sub", nck, b.const(1, "i64")), r)
+            start = [self._load(buf, s, t) for buf, t in zip(bufs, types)]
+            j0 = b.binary("mul", s, k)
+            m = b.binary("sub", b.emit1("minimum", [b.binary("add", j0, k), n]), j0)
+            segs = [self._state_buffer(k, v) for v in start]
+
+            def refill(q, a):
+                st, sg = a[:n_p], a[n_p:]
+                sg = [self._save(g, v, q) for g, v in zip(sg, st)]
+                return self._step(op, b.binary("add", j0, q), st) + sg
+            filled = self._loop_of(b.const(0, "i64"), m, start + segs, refill, hint="q")[n_p:]
+
+            def back(qr, a):
+                cts, accs = a[:nt], a[nt:]
+                q = b.binary("sub", b.binary("sub", m, b.const(1, "i64")), qr)
+                state = [self._load(g, q, t) for g, t in zip(filled, types)]
+                if op.prim == "for":
+                    lo, step = self._loop_lo_step(op)
+                    self.env[region.args[0]] = b.binary("add", lo, b.binary("mul", b.binary("add", j0, q), step))
+                for a_, v in zip(region.args[skip:skip + n_p], state):
+                    self.env[a_] = v
+                for j, kk in enumerate(order):
+                    tc._dims[region.args[skip + n_p + j]] = tc.dims(region.args[skip + kk])
+                records = self.forward(region.ops[:-1])
+                local = {}
+                for j in range(nt):
+                    self.accumulate(local, region.terminator.operands[n_p + j], cts[j])
+                self.backward(records, local)
+                new_cts = []
+                for j in range(nt):
+                    arg = region.args[skip + n_p + j]
+                    c = local.pop(arg, None)
+                    new_cts.append(c if c is not None else tc.zeros(arg))
+                new_accs = []
+                for v, acc in zip(captured, accs):
+                    c = local.pop(v, None)
+                    new_accs.append(acc if c is None else b.emit1("add", [acc, c]))
+                return new_cts + new_accs
+            return list(self._loop_of(b.const(0, "i64"), m, list(cts) + list(accs), back, hint="qr"))
+        outs = self._loop_of(b.const(0, "i64"), nck, ct0 + acc0, segment, hint="rseg")
+        first = 3 if op.prim == "for" else 0
+        for j in range(nt):
+            self.accumulate(ct_env, op.operands[first + n_p + j], outs[j])
+        for v, o in zip(captured, outs[nt:]):
+            self.accumulate(ct_env, v, o)
+
+    def reverse_if(self, op, ct_env):
+        b, tc = self.b, self.tc
+        n_p = self._n_primal(op)
+        nt = len(op.attrs["tangents"])
+        cts = [ct_env.pop(op.results[n_p + j], None) for j in range(nt)]
+        captured = self._captured(op)
+        if not captured or all(c is None for c in cts):
+            return
+        blocks = []
+        for region in op.regions:
+            block = ir.Block()
+            with b.at(block):
+                records = self.forward(region.ops[:-1])
+                local = {}
+                for j in range(nt):
+                    self.accumulate(local, region.terminator.operands[n_p + j], cts[j])
+                self.backward(records, local)
+                b.terminate("yield", [local.pop(v) if v in local else tc.zeros(v) for v in captured])
+            blocks.append(block)
+        outs = b.emit("if", [self._ev(op.operands[0])], {"types": tuple(v.type for v in captured)}, blocks)
+        for v, o in zip(captured, outs):
+            self.accumulate(ct_env, v, o)

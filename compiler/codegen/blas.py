@@ -1,0 +1,74 @@
+"""Matrix products through the BLAS that NumPy itself uses (its bundled scipy-openblas).
+
+Why (docs/performance.md has the measurements): OpenBLAS's hand-written AVX-512 GEMM kernels
+run at close to the core's peak, with cache blocking, packing and threads; a tiled loop nest
+emitted as LLVM IR reached a fraction of that in the time available, and NumPy is a dependency
+anyway, so every user of dslc already has this library loaded in the process.
+
+JIT only: generated code calls `dslc_cblas_sgemm` / `dslc_cblas_dgemm` (CBLAS signature with
+64-bit integers), symbols that `register_symbols()` binds to the library's
+`scipy_cblas_{s,d}gemm64_` before any module is added (so cached object code finds them too).
+Products below `MIN_FLOPS` multiply-adds, matrix-vector products, AOT libraries and hosts without
+the library use the generated loops (function.py / prims/arrays.py), which give the same result
+up to summation order.
+"""
+from __future__ import annotations
+
+import ctypes
+import glob
+import os
+import threading
+
+MIN_FLOPS = 32 * 32 * 32          # m*n*k below which the call overhead is not worth it
+ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
+
+_lock = threading.Lock()
+_state = {}
+
+
+def _find_library():
+    try:
+        import numpy
+    except ImportError:
+        return None
+    base = os.path.dirname(os.path.dirname(os.path.abspath(numpy.__file__)))
+    for pat in ("numpy.libs/libscipy_openblas64_*.so*", "numpy/.dylibs/libscipy_openblas64_*.dylib"):
+        for path in sorted(glob.glob(os.path.join(base, pat))):
+            try:
+                lib = ctypes.CDLL(path)
+                s, d = lib.scipy_cblas_sgemm64_, lib.scipy_cblas_dgemm64_
+                return path, ctypes.cast(s, ctypes.c_void_p).value, ctypes.cast(d, ctypes.c_void_p).value
+            except (OSError, AttributeError):
+                continue
+    return None
+
+
+def available() -> bool:
+    """Whether the JIT may call BLAS (numpy's ILP64 scipy-openblas found; DSLC_BLAS != 0)."""
+    if os.environ.get("DSLC_BLAS", "1") in ("0", "off", "no", "false"):
+        return False
+    with _lock:
+        if "lib" not in _state:
+            _state["lib"] = _find_library()
+        return _state["lib"] is not None
+
+
+def register_symbols() -> bool:
+    """Bind dslc_cblas_{s,d}gemm for the JIT's symbol resolution; True when BLAS is usable."""
+    if not available():
+        return False
+    with _lock:
+        if not _state.get("registered"):
+            import llvmlite.binding as llvm
+            _, s, d = _state["lib"]
+            llvm.add_symbol("dslc_cblas_sgemm", s)
+            llvm.add_symbol("dslc_cblas_dgemm", d)
+            _state["registered"] = True
+    return True
+
+
+def tag() -> str:
+    return "blas-openblas64" if available() else "blas-none"
+
+
+__all__ = ["available", "register_symbols", "tag", "MIN_FLOPS"]
