@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 import sys
-from typing import Any
 
 from .abi import ABI_VERSION, Signature
 from .call import make_caller
@@ -184,6 +183,31 @@ def _check_cpu(m: dict, manifest_path: str):
                            f"`dslc ... --cpu generic`")
 
 
+_opened: dict = {}      # absolute path -> sha256 of what the dynamic loader has mapped from it
+
+
+def _dlopen(path: str, digest: str):
+    """ctypes.CDLL, except that a library rebuilt in place since this process loaded it is loaded from
+    a private copy: dlopen of a path it has open returns the old mapping, i.e. the old code."""
+    prev = _opened.get(path)
+    if prev is None or prev == digest:
+        _opened[path] = digest
+        return ctypes.CDLL(path)
+    import tempfile
+    fd, tmp = tempfile.mkstemp(prefix=f"dslc-{digest[:12]}-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
+            out.write(src.read())
+        if _sha256(tmp) != digest:
+            raise OSError(f"{path} changed while it was being loaded")
+        return ctypes.CDLL(tmp)
+    finally:
+        try:
+            os.unlink(tmp)      # the mapping stays valid
+        except OSError:
+            pass
+
+
 def load_library(path) -> Library:
     """Load a library built by `dslc`: `path` is its `libNAME.so`, its `NAME.json` manifest, or the
     directory holding them. Returns a `Library` whose attributes are the entry points.
@@ -232,7 +256,7 @@ def load_library(path) -> Library:
                                    f"(kernels[{i}]): {e}; {_REBUILD}") from None
             entries.append((sig, py_symbol))
     try:
-        cdll = ctypes.CDLL(os.path.abspath(so_path))
+        cdll = _dlopen(os.path.abspath(so_path), digest)
     except OSError as e:
         raise LibraryError(f"cannot load the shared library {so_path!r}: {e} (it may be built for another "
                            f"platform or be corrupt; {_REBUILD})") from None

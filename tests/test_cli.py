@@ -237,7 +237,7 @@ def test_missing_input_file(tmp_path, capsys):
 def test_console_script_subprocess(tmp_path):
     """`python -m dsl.cli` as a user runs it: statuses 0, 1 and 2 and the diagnostic format."""
     src = _write(tmp_path, GOOD)
-    bad = _write(tmp_path, "def f(x: f64[n]) -> f64:\n    return sum(x) + nope\n", "bad.dsl")
+    _write(tmp_path, "def f(x: f64[n]) -> f64:\n    return sum(x) + nope\n", "bad.dsl")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
 
     def run(*argv):
@@ -251,4 +251,3 @@ def test_console_script_subprocess(tmp_path):
     assert r.stderr.startswith("bad.dsl:2:") and ": error: " in r.stderr and "^" in r.stderr
     r = run("k.dsl", "--emit")
     assert r.returncode == 2 and "usage: dslc" in r.stderr
-    _ = bad

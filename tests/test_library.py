@@ -268,6 +268,16 @@ def test_unloadable_so(built, tmp_path):
         load_library(so)
 
 
+def test_rebuilt_library_reloads_new_code(tmp_path):
+    src = tmp_path / "r.dsl"
+    src.write_text("def f(x: f64) -> f64:\n    return x + 1.0\n")
+    assert cli.main([str(src), "-o", str(tmp_path / "b"), "-q"]) == 0
+    assert load_library(tmp_path / "b" / "libr.so").f(1.0) == 2.0
+    src.write_text("def f(x: f64) -> f64:\n    return x * 10.0\n")
+    assert cli.main([str(src), "-o", str(tmp_path / "b"), "-q"]) == 0
+    assert load_library(tmp_path / "b" / "libr.so").f(1.0) == 10.0      # not the old mapping
+
+
 # --- the C example ---------------------------------------------------------------------------------
 
 EXAMPLE = ROOT / "examples" / "c_api"

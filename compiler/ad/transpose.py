@@ -97,12 +97,13 @@ def _all_operands(op: ir.Op):
             yield from inner.operands
 
 
-def vjp_function(fn: ir.Function, name: str | None = None) -> ir.Function:
-    """params (*primals, *cotangents of the outputs) -> (*outs, *cotangents of float params)."""
-    lin = jvp_function(fn)
+def vjp_function(fn: ir.Function, name: str | None = None, wrt: list | None = None) -> ir.Function:
+    """params (*primals, *cotangents of the outputs) -> (*outs, *cotangents of the float params, or
+    of the params in `wrt`: only those are linearized, so no work is spent on the others)."""
+    lin = jvp_function(fn, wrt=wrt)
     n_p = len(fn.params)
     tparams = lin.params[n_p:]
-    float_idx = [k for k, p in enumerate(fn.params) if is_float(p.type.dtype)]
+    float_idx = [k for k, p in enumerate(fn.params) if is_float(p.type.dtype)] if wrt is None else list(wrt)
     n_out = len(lin.body.terminator.operands) // 2
     outs_lin = lin.body.terminator.operands[:n_out]
     touts_lin = lin.body.terminator.operands[n_out:]
@@ -152,12 +153,13 @@ def grad_function(fn: ir.Function, argnums: tuple, with_value: bool = False,
         if k not in float_idx:
             raise DslTypeError(f"cannot differentiate with respect to parameter '{fn.param_names[k]}' "
                                f"of type {fn.params[k].type}", fn.loc)
-    vf = vjp_function(fn)
+    wrt = sorted(set(argnums))
+    vf = vjp_function(fn, wrt=wrt)
     params = [Value(p.type, p.hint, sym=p.sym) for p in fn.params]
     block = ir.Block(list(params))
     b = Builder(block, loc=fn.loc)
     res = inline(b, vf, params + [b.const(1.0, outs[0].type.dtype)])
-    grads = [res[1 + float_idx.index(k)] for k in argnums]
+    grads = [res[1 + wrt.index(k)] for k in argnums]
     results = ([res[0]] if with_value else []) + grads
     b.terminate("return", results)
     rnames = (["value"] if with_value else []) + [f"d_{fn.param_names[k]}" for k in argnums]
@@ -197,7 +199,9 @@ def jacrev_function(fn: ir.Function, argnums: tuple, as_tuple: bool) -> ir.Funct
         if k not in float_idx:
             raise DslTypeError(f"cannot differentiate with respect to parameter '{fn.param_names[k]}' "
                                f"of type {fn.params[k].type}", fn.loc)
-    vf = vjp_function(fn)
+    wrt = sorted(set(argnums))
+    vf = vjp_function(fn, wrt=wrt)
+    float_idx = wrt
     params = [Value(p.type, p.hint, sym=p.sym) for p in fn.params]
     block = ir.Block(list(params))
     b = Builder(block, loc=fn.loc)

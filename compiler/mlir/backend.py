@@ -12,8 +12,8 @@ from llvmlite import ir as ll
 from .. import ir
 from ..codegen import llvm as backend
 from ..pipeline import Compiled, signature_of
-from .printer import to_mlir
-from .tools import lower_to_llvm_ir
+from .printer import symbol_name, to_mlir
+from .tools import lower_many
 
 I8, I32, I64 = ll.IntType(8), ll.IntType(32), ll.IntType(64)
 PTR = ll.PointerType(I8)
@@ -82,34 +82,55 @@ def build_wrapper(fn: ir.Function, symbol: str, inner: str) -> ll.Module:
     return mod
 
 
-def llvm_ir(fn: ir.Function, symbol: str, boundscheck: bool = True):
-    """The whole module (lowered kernel + ABI wrapper) as LLVM IR text, and the error sites."""
-    m = to_mlir(fn, name=symbol + "__mlir", boundscheck=boundscheck, c_interface=False)
-    text = lower_to_llvm_ir(m.text)
-    return text, str(build_wrapper(fn, symbol, m.name)), m.sites
-
-
-def compile_mlir(fn: ir.Function, boundscheck: bool = True, opt: int = 1) -> Compiled:
-    """JIT-compile a prepared function through MLIR; the entry point has dslc's C ABI (no `__py` twin)."""
+def _key(fn: ir.Function, boundscheck: bool) -> str:
     m = to_mlir(fn, name="k", boundscheck=boundscheck, c_interface=False)
     key = hashlib.sha256("\0".join([m.text, fn.name, ",".join(fn.param_names), ",".join(fn.result_names),
                                     str(fn.tuple_result), fn.loc.filename, str(fn.loc.line)]).encode()).hexdigest()
-    symbol = f"dslc_mlir_{fn.name}_{key[:16]}"
+    return f"dslc_mlir_{symbol_name(fn.name)}_{key[:16]}"
+
+
+def llvm_ir(fn: ir.Function, symbol: str, boundscheck: bool = True):
+    """The lowered kernel as LLVM IR text, its ABI wrapper (LLVM IR text) and the error sites."""
+    return _llvm_many([(fn, symbol)], boundscheck)[0]
+
+
+def _llvm_many(items, boundscheck):
+    mods = [to_mlir(fn, name=symbol + "__mlir", boundscheck=boundscheck, c_interface=False) for fn, symbol in items]
+    texts = lower_many([m.text for m in mods])
+    return [(t, str(build_wrapper(fn, symbol, m.name)), m.sites) for (fn, symbol), m, t in zip(items, mods, texts)]
+
+
+def _jit(fn, symbol, text, wrapper, sites, opt):
     jit = backend.get_jit()
+    ref = llvm.parse_assembly(text)
+    ref.link_in(llvm.parse_assembly(wrapper))
+    ref.triple = llvm.get_process_triple()
+    ref.data_layout = str(jit.tm.target_data)
+    ref.name = symbol
+    ref.verify()
+    if opt:
+        backend.optimise(ref, jit.tm, opt)
+    jit.add_llvm(ref)
+    _signatures[symbol] = signature_of(fn, symbol, sites)
+
+
+def compile_mlir(fn: ir.Function, boundscheck: bool = True, opt: int = 1) -> Compiled:
+    """JIT-compile a prepared function through MLIR; the entry point has dslc's C ABI (no `__py` twin).
+    `opt`: the LLVM optimisation level applied to mlir-translate's output (O2 and up vectorise and
+    unroll: several times slower to compile)."""
+    return compile_many([fn], boundscheck, opt)[0]
+
+
+def compile_many(fns, boundscheck: bool = True, opt: int = 1) -> list:
+    """compile_mlir for several functions, running the MLIR tools once for all of them."""
+    jit = backend.get_jit()
+    symbols = [_key(fn, boundscheck) for fn in fns]
     with _lock:
-        addr = jit.address(symbol)
-        if addr:
-            return Compiled(symbol, _signatures[symbol], addr, 0)
-        text, wrapper, sites = llvm_ir(fn, symbol, boundscheck)
-        ref = llvm.parse_assembly(text)
-        ref.link_in(llvm.parse_assembly(wrapper))
-        ref.triple = llvm.get_process_triple()
-        ref.data_layout = str(jit.tm.target_data)
-        ref.name = symbol
-        ref.verify()
-        if opt:
-            backend.optimise(ref, jit.tm, opt)
-        jit.add_llvm(ref)
-        sig = signature_of(fn, symbol, sites)
-        _signatures[symbol] = sig
-        return Compiled(symbol, sig, jit.address(symbol), 0)
+        todo, seen = [], set()
+        for fn, sym in zip(fns, symbols):
+            if sym not in seen and not jit.address(sym):
+                todo.append((fn, sym))
+                seen.add(sym)
+        for (fn, sym), (text, wrapper, sites) in zip(todo, _llvm_many(todo, boundscheck)):
+            _jit(fn, sym, text, wrapper, sites, opt)
+        return [Compiled(sym, _signatures[sym], jit.address(sym), 0) for sym in symbols]

@@ -79,8 +79,26 @@ def verify(text: str) -> str:
     return _run([opt, "--verify-each", "-"], text, "mlir-opt")
 
 
+SPLIT = "// -----"
+
+
 def lower_to_llvm_ir(text: str) -> str:
     """MLIR (func/arith/math/scf/memref) -> LLVM IR text."""
+    return lower_many([text])[0]
+
+
+def lower_many(texts) -> list:
+    """Several MLIR modules -> their LLVM IR texts, with one mlir-opt and one mlir-translate process
+    (`--split-input-file`: the tools' start-up dominates for small kernels)."""
     opt, tr = require_tools()
-    llvm_dialect = _run([opt, *LOWERING, "-"], text, "mlir-opt lowering")
-    return _run([tr, "--mlir-to-llvmir", "-"], llvm_dialect, "mlir-translate")
+    texts = list(texts)
+    if not texts:
+        return []
+    split = [f"--split-input-file={SPLIT}", f"--output-split-marker={SPLIT}"] if len(texts) > 1 else []
+    joined = f"\n{SPLIT}\n".join(texts)
+    llvm_dialect = _run([opt, *split, *LOWERING, "-"], joined, "mlir-opt lowering")
+    out = _run([tr, *split, "--mlir-to-llvmir", "-"], llvm_dialect, "mlir-translate")
+    parts = out.split(SPLIT) if split else [out]
+    if len(parts) != len(texts):
+        raise MlirToolError(f"mlir-translate returned {len(parts)} modules for {len(texts)} inputs")
+    return parts
