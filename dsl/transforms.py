@@ -126,9 +126,12 @@ def _returns_tuple(f, primals) -> bool:
     return f._caller(f._param_types(primals)).signature.tuple_result
 
 
-def jacfwd(f: KernelBase, argnums=0) -> KernelBase:
+def jacfwd(f: KernelBase, argnums=0, chunk_size: int | None = None) -> KernelBase:
     """The Jacobian of f w.r.t. args[argnums] (shape out.shape + in.shape), by vector-mode forward
-    differentiation: all basis tangents go through one pass."""
+    differentiation: the basis tangents go through one pass per chunk of columns (by default as
+    many columns as keep the tangent block under 2**24 elements; `chunk_size` sets it)."""
+    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError("chunk_size must be a positive int")
     if isinstance(argnums, (tuple, list)):
         if len(set(argnums)) != len(argnums):
             raise ValueError(f"argnums {tuple(argnums)} names the same argument twice")
@@ -137,7 +140,7 @@ def jacfwd(f: KernelBase, argnums=0) -> KernelBase:
         raise TypeError("argnums must be an int or a tuple of ints")
     nums = argnums if isinstance(argnums, tuple) else (argnums,)
     return DerivedKernel(f, f"jacfwd({f.name})",
-                         lambda fn: jacfwd_function(fn, nums, isinstance(argnums, tuple)),
+                         lambda fn: jacfwd_function(fn, nums, isinstance(argnums, tuple), chunk_size),
                          lambda pt: [], lambda names, pt: list(names))
 
 

@@ -345,3 +345,19 @@ def test_jacfwd_composes():
     assert J[0] == pytest.approx(3.5 * 1.1 ** 2.5, rel=1e-14)
     assert J[1] == pytest.approx(3.5 * 2.5 * 1.1 ** 1.5, rel=1e-14)
     assert jacfwd(p35)(1.1) == pytest.approx(3.5 * 1.1 ** 2.5, rel=1e-14)
+
+
+def test_chunked_jacfwd_equals_one_pass_and_closed_form():
+    from dsl import jacfwd as _jacfwd
+
+    @kernel
+    def mixer(x: f64[n], A: f64[m, n]) -> f64[m]:
+        return tanh(A @ x) * sum(x * x)
+    rng = np.random.default_rng(11)
+    x, A = rng.standard_normal(13), rng.standard_normal((5, 13))
+    y = np.tanh(A @ x)
+    ref = ((1 - y ** 2)[:, None] * A) * np.sum(x * x) + np.outer(y, 2 * x)
+    for chunk in (None, 1, 4, 13, 100):
+        np.testing.assert_allclose(_jacfwd(mixer, chunk_size=chunk)(x, A), ref, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError):
+        _jacfwd(mixer, chunk_size=0)

@@ -63,23 +63,32 @@ def inline(b: Builder, fn: ir.Function, args: list, subst=None) -> list:
     return [env.get(v, v) for v in fn.body.terminator.operands]
 
 
-def identity_basis(b: Builder, x: Value) -> Value:
-    """I reshaped to (N, *x.shape), N = x.size: row w is the w-th unit vector of x's space."""
-    dims = b.dims_of(x)
+def size_of(b: Builder, x: Value) -> Value:
     n = b.const(1, "i64")
-    for d in dims:
+    for d in b.dims_of(x):
         n = b.binary("mul", n, d)
-    n.sym = None
-    size_sym = 1
-    for s in x.type.shape:
-        size_sym = ir.dim_op("mul", size_sym, s)
+    return n
+
+
+def identity_basis(b: Builder, x: Value, start: Value | None = None, count: Value | None = None) -> Value:
+    """Rows start .. start+count of I reshaped to (N, *x.shape), N = x.size: row w is the
+    (start + w)-th unit vector of x's space (all N rows by default)."""
+    dims = b.dims_of(x)
+    if count is None:
+        n = size_of(b, x)
+        n.sym = None
+        size_sym = 1
+        for s_ in x.type.shape:
+            size_sym = ir.dim_op("mul", size_sym, s_)
+    else:
+        n, size_sym = count, ir.fresh_dim()
     shape = (size_sym,) + tuple(x.type.shape)
     zero = b.const(0, x.type.dtype)
     basis = b.broadcast_to(zero, shape, [n] + dims, bdims=())
     body = ir.Block([Value(ir.Type("i64"), "w"), Value(basis.type, "basis")])
     with b.at(body):
         w, cur = body.args
-        idx, rest = [w], w
+        idx, rest = [w], (w if start is None else b.binary("add", w, start))
         for k in reversed(range(x.type.rank)):
             idx.insert(1, b.emit1("mod", [rest, dims[k]]) if k > 0 else rest)
             if k > 0:
@@ -90,8 +99,35 @@ def identity_basis(b: Builder, x: Value) -> Value:
     return b.emit1("for", [b.const(0, "i64"), n, b.const(1, "i64"), basis], {"types": (basis.type,)}, [body])
 
 
-def jacfwd_function(fn: ir.Function, argnums: tuple, as_tuple: bool) -> ir.Function:
-    """params -> Jacobian(s) of every output w.r.t. params[argnums], shape out.shape + in.shape."""
+def _dim_value(b: Builder, d, fn: ir.Function, params: list):
+    """The run-time value of a symbolic dim of `fn`'s types, or None if it is opaque."""
+    if isinstance(d, int):
+        return b.const(d, "i64")
+    if isinstance(d, tuple):
+        x, y = _dim_value(b, d[1], fn, params), _dim_value(b, d[2], fn, params)
+        if x is None or y is None:
+            return None
+        prim = {"add": "add", "sub": "sub", "mul": "mul", "floordiv": "floordiv",
+                "max": "maximum", "min": "minimum"}[d[0]]
+        return b.emit1(prim, [x, y])
+    if d.startswith("$"):
+        k = fn.param_names.index(d[1:])
+        return b.i64(params[k])
+    for p, q in zip(fn.params, params):
+        if d in p.type.shape:
+            return b.dim(q, list(p.type.shape).index(d))
+    return None
+
+
+CHUNK_BUDGET = 1 << 24        # elements of the (chunk, *out) tangent block
+
+
+def jacfwd_function(fn: ir.Function, argnums: tuple, as_tuple: bool, chunk: int | None = None) -> ir.Function:
+    """params -> Jacobian(s) of every output w.r.t. params[argnums], shape out.shape + in.shape.
+
+    The identity basis goes through one vector-mode JVP in chunks of C columns, C chosen at run
+    time so that C * (size of the outputs) <= CHUNK_BUDGET (or `chunk`): the primal is computed
+    once per chunk, never once per column, and memory stays bounded for wide inputs."""
     params = [Value(p.type, p.hint, sym=p.sym) for p in fn.params]
     block = ir.Block(list(params))
     b = Builder(block, loc=fn.loc)
@@ -105,21 +141,69 @@ def jacfwd_function(fn: ir.Function, argnums: tuple, as_tuple: bool) -> ir.Funct
                                f"'{fn.param_names[k]}'", fn.loc)
         x = params[k]
         vjvp = jvp_function(fn, vector=True, wrt=[k])
-        basis = identity_basis(b, x)
-        res = inline(b, vjvp, params + [basis], {W_DIM: basis.type.shape[0]})
-        n_out = len(res) // 2
-        for t in res[n_out:]:
-            # t: (N, *out) -> (*out, N); for a scalar input the basis axis has extent 1
-            r = t.type.rank
-            jac = b.emit1("transpose", [t], {"perm": tuple(range(1, r)) + (0,)}) if r > 1 else t
-            if x.type.rank == 0:
-                jac = b.emit1("slice", [jac, b.const(0, "i64")], {"spec": "a" * (r - 1) + "i"}) if r > 1 else \
-                    b.emit1("index", [jac, b.const(0, "i64")], {"spec": "i"})
-            elif x.type.rank > 1:        # (*out, N) -> (*out, *x.shape), N = x.size in C order
-                shape = tuple(jac.type.shape[:-1]) + tuple(x.type.shape)
-                jac = b.emit1("reshape", [jac] + b.dims_of(jac)[:-1] + b.dims_of(x), {"shape": shape})
-            outs.append(jac)
+        out_types = [t for t in fn.result_types]
+        out_dims = [[_dim_value(b, d, fn, params) for d in t.shape] for t in out_types]
+        if any(d is None for ds in out_dims for d in ds):
+            # an output extent known only by running the kernel: one chunk
+            basis = identity_basis(b, x)
+            res = inline(b, vjvp, params + [basis], {W_DIM: basis.type.shape[0]})
+            touts = res[len(res) // 2:]
+        else:
+            touts = _chunked_tangents(b, fn, vjvp, params, x, out_types, out_dims, chunk)
+        for t in touts:
+            outs.append(_basis_axis_last(b, t, x))
     b.terminate("return", outs)
     names = [f"jac{k}" for k in range(len(outs))]
     return ir.Function(f"jacfwd_{fn.name}", params, block, list(fn.param_names), names,
                        tuple_result=as_tuple or len(outs) > 1, loc=fn.loc, boundscheck=fn.boundscheck)
+
+
+def _chunked_tangents(b, fn, vjvp, params, x, out_types, out_dims, chunk):
+    """(N, *out) tangents for every output, the basis pushed through in chunks."""
+    n = size_of(b, x)
+    one = b.const(1, "i64")
+    total = one
+    for ds in out_dims:
+        size = one
+        for d in ds:
+            size = b.binary("mul", size, d)
+        total = b.emit1("maximum", [total, size])
+    if chunk is not None:
+        c = b.const(max(1, int(chunk)), "i64")
+    else:
+        c = b.binary("floordiv", b.const(CHUNK_BUDGET, "i64"), total)
+    c = b.emit1("maximum", [b.emit1("minimum", [c, n]), one])
+    nsym = 1
+    for s_ in x.type.shape:
+        nsym = ir.dim_op("mul", nsym, s_)
+    jac0 = []
+    for t, ds in zip(out_types, out_dims):
+        shape = (nsym,) + tuple(t.shape)
+        jac0.append(b.broadcast_to(b.const(0, t.dtype), shape, [n] + ds, bdims=()))
+    # for c0 in range(0, n, c): jac[c0:c0+cnt] = J @ basis[c0:c0+cnt]
+    body = ir.Block([Value(ir.Type("i64"), "c0")] + [Value(j.type, "jac") for j in jac0])
+    with b.at(body):
+        c0 = body.args[0]
+        cnt = b.emit1("minimum", [c, b.binary("sub", n, c0)])
+        basis = identity_basis(b, x, start=c0, count=cnt)
+        res = inline(b, vjvp, params + [basis], {W_DIM: basis.type.shape[0]})
+        touts = res[len(res) // 2:]
+        new = []
+        for jac, t in zip(body.args[1:], touts):
+            spec = "s" + "a" * (jac.type.rank - 1)
+            new.append(b.emit1("store", [jac, t, c0, b.binary("add", c0, cnt)], {"spec": spec}))
+        b.terminate("yield", new)
+    return b.emit("for", [b.const(0, "i64"), n, c] + jac0, {"types": tuple(j.type for j in jac0)}, [body])
+
+
+def _basis_axis_last(b, t, x):
+    """(N, *out) -> (*out, *x.shape); for a scalar input the basis axis (extent 1) is dropped."""
+    r = t.type.rank
+    jac = b.emit1("transpose", [t], {"perm": tuple(range(1, r)) + (0,)}) if r > 1 else t
+    if x.type.rank == 0:
+        return b.emit1("slice", [jac, b.const(0, "i64")], {"spec": "a" * (r - 1) + "i"}) if r > 1 else \
+            b.emit1("index", [jac, b.const(0, "i64")], {"spec": "i"})
+    if x.type.rank > 1:                      # N = x.size in C order
+        shape = tuple(jac.type.shape[:-1]) + tuple(x.type.shape)
+        return b.emit1("reshape", [jac] + b.dims_of(jac)[:-1] + b.dims_of(x), {"shape": shape})
+    return jac

@@ -21,6 +21,8 @@ class Analysis:
             self.value_block[p] = fn.body
         self._walk(fn.body)
         self._fused = {}
+        self.reduce_group = {}             # full reduction -> its group (ops, in order)
+        self._group_reductions(fn.body)
 
     def _walk(self, block: ir.Block):
         for a in block.args:
@@ -34,6 +36,34 @@ class Analysis:
                 self.value_block[r] = block
             for reg in op.regions:
                 self._walk(reg)
+
+    def _group_reductions(self, block: ir.Block):
+        """Horizontal fusion: full reductions of one shape in a block, with no store or control
+        flow between them and no use of an earlier one's result before the last, run in one loop
+        (emitted where the last one stands)."""
+        group = []
+        for op in block.ops:
+            for r in op.regions:
+                self._group_reductions(r)
+            if op.prim in _BARRIERS and group:
+                self._close_group(group)
+                group = []
+            if not (op.prim.startswith("reduce_") and op.result.type.is_scalar):
+                continue
+            shape = op.operands[0].type.shape
+            ok = bool(group) and group[0].operands[0].type.shape == shape and all(
+                all(self.pos[u] > self.pos[op] for u in self.users.get(m.result, [])) for m in group)
+            if not ok:
+                self._close_group(group)
+                group = []
+            group.append(op)
+        self._close_group(group)
+
+    def _close_group(self, group):
+        if len(group) > 1:
+            members = tuple(group)
+            for m in group:
+                self.reduce_group[m] = members
 
     def fused(self, v: ir.Value) -> bool:
         """Whether v (an elementwise or view result) is evaluated inside its single user."""
@@ -70,9 +100,13 @@ class Analysis:
                 return False
         if len(us) == 1 and sum(o is v for o in us[0].operands) == 1:
             return True
-        sinks = {self._sink(u) for u in us}
+        sinks = {self._group_last(self._sink(u)) for u in us}
         return len(sinks) == 1 and all(PRIMS[u.prim].kind == "elementwise" or u.prim.startswith("reduce_")
                                        for u in us if u.prim in PRIMS)
+
+    def _group_last(self, op: ir.Op):
+        g = self.reduce_group.get(op)
+        return g[-1] if g else op
 
     def _sink(self, op: ir.Op):
         """The op whose loop evaluates `op`'s operands: op itself unless it is fused further."""

@@ -99,6 +99,14 @@ for _name in _REDUCERS:
 
 
 def _reduce_cg(cg, op):
+    group = cg.info.reduce_group.get(op)
+    if group:
+        if op is group[-1]:
+            _full_reductions_cg(cg, group)
+        return                                  # an earlier member: computed with the last one
+    if op.result.type.is_scalar:
+        _full_reductions_cg(cg, [op])
+        return
     (x,) = op.operands
     combine, ident = _REDUCERS[op.prim]
     dt = x.type.dtype
@@ -114,16 +122,6 @@ def _reduce_cg(cg, op):
     else:
         init = cg.constant(ident, dt)
     fold = cg.combiner(combine, dt)
-    if op.result.type.is_scalar:
-        # float32 sums accumulate in float64: a long sequential f32 sum loses ~1e-3 relative
-        wide = dt == "f32" and combine == "add"
-        adt = "f64" if wide else dt
-        acc = cg.alloca_scalar(adt, cg.convert(init, dt, adt) if wide else init)
-        fold = cg.combiner(combine, adt)
-        cg.loop_nest(xdims, lambda idx: cg.b.store(
-            fold(cg.b.load(acc), cg.convert(cg.elem(x, idx), dt, adt)), acc))
-        cg.set(op.result, cg.convert(cg.b.load(acc), adt, dt))
-        return
     keep = [k for k in range(x.type.rank) if k not in axes]
     out = cg.alloc_array(op.result, [xdims[k] for k in keep])
     cg.loop_nest(out.dims, lambda idx: cg.store_elem(out, idx, init))
@@ -132,6 +130,35 @@ def _reduce_cg(cg, op):
         oi = [idx[k] for k in keep]
         cg.store_elem(out, oi, fold(cg.load_elem(out, oi), cg.elem(x, idx)))
     cg.loop_nest(xdims, body)
+
+
+def _full_reductions_cg(cg, ops):
+    """Several full reductions over inputs of one shape, in one loop (one accumulator each;
+    float32 sums accumulate in float64)."""
+    xdims = cg.dims(ops[0].operands[0])
+    accs = []
+    for op in ops:
+        combine, ident = _REDUCERS[op.prim]
+        dt = op.operands[0].type.dtype
+        if ident in ("-inf", "+inf"):
+            total = cg.i64(1)
+            for d in xdims:
+                total = cg.b.mul(total, d)
+            cg.check(cg.b.icmp_signed(">", total, cg.i64(0)), "value",
+                     f"zero-size array to reduction operation {op.prim[7:]} which has no identity", op.loc)
+            init = cg.extreme(dt, ident == "+inf")
+        else:
+            init = cg.constant(ident, dt)
+        wide = dt == "f32" and combine == "add"
+        adt = "f64" if wide else dt
+        accs.append((op, cg.alloca_scalar(adt, cg.convert(init, dt, adt)), cg.combiner(combine, adt), dt, adt))
+
+    def body(idx):
+        for op, acc, fold, dt, adt in accs:
+            cg.b.store(fold(cg.b.load(acc), cg.convert(cg.elem(op.operands[0], idx), dt, adt)), acc)
+    cg.loop_nest(xdims, body)
+    for op, acc, fold, dt, adt in accs:
+        cg.set(op.result, cg.convert(cg.b.load(acc), adt, dt))
 
 
 for _name in _REDUCERS:
