@@ -63,6 +63,8 @@ class FunctionCodegen:
         self.scopes: list[list] = []
         self.all_slots: list = []
         self.info = Analysis(fn)
+        self.kept_slots = set()           # reusable allocation sites, freed when the kernel returns
+        self.slot_caps = {}               # id(site slot) -> alloca holding its buffer's capacity
         self._elem_memo = {}
 
     # ---- entry point ---------------------------------------------------------------------
@@ -349,13 +351,44 @@ class FunctionCodegen:
             self.check(ok, "memory", "array too large (or with a negative extent) to allocate",
                        self.fn.loc, n)
         n = self.smax(n, self.i64(1))
+        if slot is not None or len(self.scopes) == 1:
+            raw = self._checked_malloc(n)
+            ptr = self.b.bitcast(raw, ll.PointerType(MEMTYPE[dtype]))
+            slot = slot if slot is not None else self.new_slot(dtype)
+            self.b.store(ptr, slot)
+            return ArrayVal(dtype, list(dims), ptr=ptr, slot=slot)
+        # inside a loop or branch: the site keeps its buffer between executions (its scope does
+        # not free it) and reuses it when large enough, so a loop does not malloc every step; a
+        # buffer moved elsewhere (loop carry, if result) leaves the slot null
+        slot = self.new_slot(dtype)
+        cap = self._entry_alloca(I64)
+        b = self.b
+        old = b.load(slot)
+        reuse = b.and_(b.icmp_unsigned("!=", old, ll.Constant(old.type, None)),
+                       b.icmp_signed(">=", b.load(cap), n))
+        grow = self.llfn.append_basic_block("alloc.grow")
+        done = self.llfn.append_basic_block("alloc.done")
+        b.cbranch(reuse, done, grow)
+        b.position_at_end(grow)
+        self._free_slot(slot)
+        raw = self._checked_malloc(n)
+        b.store(b.bitcast(raw, ll.PointerType(MEMTYPE[dtype])), slot)
+        b.store(n, cap)
+        b.branch(done)
+        b.position_at_end(done)
+        self.kept_slots.add(id(slot))
+        self.slot_caps[id(slot)] = cap
+        return ArrayVal(dtype, list(dims), ptr=b.load(slot), slot=slot)
+
+    @staticmethod
+    def itemsize(dtype: str) -> int:
+        return ITEMSIZE[dtype]
+
+    def _checked_malloc(self, n):
         raw = self.b.call(self._malloc(), [n])
         self.check(self.b.icmp_unsigned("!=", raw, ll.Constant(PTR, None)), "memory",
                    "out of memory allocating an array", self.fn.loc, n)
-        ptr = self.b.bitcast(raw, ll.PointerType(MEMTYPE[dtype]))
-        slot = slot if slot is not None else self.new_slot(dtype)
-        self.b.store(ptr, slot)
-        return ArrayVal(dtype, list(dims), ptr=ptr, slot=slot)
+        return raw
 
     def alloc_array(self, v: ir.Value, dims: list) -> ArrayVal:
         av = self.allocate(v.type.dtype, dims)
@@ -583,7 +616,8 @@ class FunctionCodegen:
 
     def pop_scope(self):
         for slot in self.scopes.pop():
-            self._free_slot(slot)
+            if id(slot) not in self.kept_slots:
+                self._free_slot(slot)
 
     def emit_return(self, op: ir.Op):
         args = self.llfn.args
@@ -600,6 +634,9 @@ class FunctionCodegen:
                 self.check_eq(d, g, "shape", "output buffer has the wrong extent", self.fn.loc)
             self.copy_into(v, ArrayVal(v.type.dtype, out_dims, ptr=args[k]))
         self.pop_scope()
+        for slot in self.all_slots:            # reusable buffers kept by sites inside loops
+            if id(slot) in self.kept_slots:
+                self._free_slot(slot)
         self.b.ret(ll.Constant(I32, 0))
 
 

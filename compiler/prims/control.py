@@ -125,9 +125,21 @@ class _Carries:
                 continue
             buf, dslots = s
             if kind == "move":
-                cg._free_slot(buf)
-                cg.b.store(x.ptr, buf)
-                cg.b.store(ll.Constant(x.slot.type.pointee, None), x.slot)
+                cap = cg.slot_caps.get(id(x.slot))
+                if cap is not None:
+                    # swap: the allocation site keeps the replaced buffer for its next execution
+                    old = cg.b.load(buf)
+                    cg.b.store(x.ptr, buf)
+                    cg.b.store(old, x.slot)
+                    nbytes = cg.i64(cg.itemsize(t.dtype))
+                    for d in x.dims:
+                        nbytes = cg.b.mul(nbytes, d)
+                    cg.b.store(cg.b.select(cg.b.icmp_unsigned("==", old, ll.Constant(old.type, None)),
+                                           cg.i64(0), nbytes), cap)
+                else:
+                    cg._free_slot(buf)
+                    cg.b.store(x.ptr, buf)
+                    cg.b.store(ll.Constant(x.slot.type.pointee, None), x.slot)
             for d, ds in zip(x.dims, dslots):
                 cg.b.store(d, ds)
 
