@@ -45,8 +45,9 @@ def _defined(region: ir.Block) -> set:
 class Reverse:
     """State of one reverse-mode transformation (values of the linearization -> new program)."""
 
-    def __init__(self, b: Builder, env: dict, linear: set, tc):
+    def __init__(self, b: Builder, env: dict, linear: set, tc, dim_value=lambda d: None):
         self.b, self.env, self.linear, self.tc = b, env, linear, tc
+        self.dim_value = dim_value            # symbolic dim -> its run-time value here, or None
 
     # ---- which values are linear -----------------------------------------------------------
     def mark(self, ops):
@@ -121,11 +122,14 @@ class Reverse:
             self.b.terminate("yield", [self._ev(y) for y in region.terminator.operands[:n_yield]])
         return block
 
-    def forward(self, ops) -> list:
-        """Emit the primal part of `ops`; returns what the backward sweep needs, in order."""
+    def forward(self, ops, prebound=frozenset()) -> list:
+        """Emit the primal part of `ops` (except ops whose results are `prebound`: loaded from a
+        tape); returns what the backward sweep needs, in order."""
         b, tc = self.b, self.tc
         records = []
         for op in ops:
+            if op.results and all(r in prebound for r in op.results):
+                continue
             linear_results = any(r in self.linear for r in op.results)
             if not op.regions:
                 if linear_results:
@@ -148,6 +152,17 @@ class Reverse:
         return records
 
     # ---- loops -------------------------------------------------------------------------------------
+    def _residuals(self, region) -> list:
+        """Primal values computed at the top level of a loop body that its linear ops read, and
+        whose extents are known before the loop (so a tape of them can be allocated)."""
+        top = [r for op in region.ops[:-1] if not op.regions for r in op.results if r not in self.linear]
+        top_set = set(top)
+        used = set()
+        for op in ir.walk_ops(region):
+            if not op.regions and any(r in self.linear for r in op.results):
+                used.update(o for o in op.operands if o in top_set)
+        return [r for r in top if r in used and all(self.dim_value(d) is not None for d in r.type.shape)]
+
     def _i64(self, v):
         return self.b.i64(v)
 
@@ -166,6 +181,13 @@ class Reverse:
         z = b.const(0, like.type.dtype)
         shape = (ir.fresh_dim(),) + tuple(like.type.shape)
         return b.broadcast_to(z, shape, [count] + b.dims_of(like), bdims=())
+
+    def _tape_buffer(self, count, r: Value):
+        """zeros((count, *r.shape)) for a residual whose extents are known before the loop."""
+        b = self.b
+        dt = r.type.dtype
+        shape = (ir.fresh_dim(),) + tuple(r.type.shape)
+        return b.broadcast_to(b.const(0, dt), shape, [count] + [self.dim_value(d) for d in r.type.shape], bdims=())
 
     def _save(self, buf, state, slot):
         spec = "i" + "a" * state.type.rank
@@ -301,6 +323,7 @@ class Reverse:
         captured = self._captured(op)
         acc0 = [self._ct_or_zeros(ct_env, v) for v in captured]
         n, k, nck, bufs, types = info["n"], info["k"], info["nck"], info["bufs"], info["types"]
+        residuals = self._residuals(region)
 
         def segment(r, args):
             cts, accs = args[:nt], args[nt:]
@@ -309,12 +332,18 @@ class Reverse:
             j0 = b.binary("mul", s, k)
             m = b.binary("sub", b.emit1("minimum", [b.binary("add", j0, k), n]), j0)
             segs = [self._state_buffer(k, v) for v in start]
+            tapes = [self._tape_buffer(k, r) for r in residuals]
+            ns = len(segs)
 
             def refill(q, a):
-                st, sg = a[:n_p], a[n_p:]
+                st, sg, tp = a[:n_p], a[n_p:n_p + ns], a[n_p + ns:]
                 sg = [self._save(g, v, q) for g, v in zip(sg, st)]
-                return self._step(op, b.binary("add", j0, q), st) + sg
-            filled = self._loop_of(b.const(0, "i64"), m, start + segs, refill, hint="q")[n_p:]
+                nxt = self._step(op, b.binary("add", j0, q), st)
+                tp = [self._save(t, b.strong(self._ev(r)) if self._ev(r).type.weak else self._ev(r), q)
+                      for t, r in zip(tp, residuals)]
+                return nxt + sg + tp
+            refilled = self._loop_of(b.const(0, "i64"), m, start + segs + tapes, refill, hint="q")
+            filled, taped = refilled[n_p:n_p + ns], refilled[n_p + ns:]
 
             def back(qr, a):
                 cts, accs = a[:nt], a[nt:]
@@ -325,9 +354,11 @@ class Reverse:
                     self.env[region.args[0]] = b.binary("add", lo, b.binary("mul", b.binary("add", j0, q), step))
                 for a_, v in zip(region.args[skip:skip + n_p], state):
                     self.env[a_] = v
+                for r, tape in zip(residuals, taped):
+                    self.env[r] = self._load(tape, q, r.type)
                 for j, kk in enumerate(order):
                     tc._dims[region.args[skip + n_p + j]] = tc.dims(region.args[skip + kk])
-                records = self.forward(region.ops[:-1])
+                records = self.forward(region.ops[:-1], prebound=frozenset(residuals))
                 local = {}
                 for j in range(nt):
                     self.accumulate(local, region.terminator.operands[n_p + j], cts[j])

@@ -117,7 +117,8 @@ def vjp_function(fn: ir.Function, name: str | None = None, wrt: list | None = No
     from .reverse import Reverse
     linear = set(tparams)
     tc = TransposeContext(b, {}, env)
-    rev = Reverse(b, env, linear, tc)
+    from .jacobian import _dim_value
+    rev = Reverse(b, env, linear, tc, lambda d: _dim_value(b, d, fn, params))
     rev.mark(lin.body.ops[:-1])
     for t, k in zip(tparams, float_idx):
         tc._dims[t] = b.dims_of(params[k])
