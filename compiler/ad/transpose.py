@@ -97,44 +97,56 @@ def _all_operands(op: ir.Op):
             yield from inner.operands
 
 
+class ReverseProgram:
+    """A function being built in reverse mode: the forward sweep is emitted on construction;
+    `pullback(cts)` emits a backward sweep (it can be emitted several times, e.g. once per row of
+    a Jacobian inside a loop, sharing the forward sweep and its checkpoints)."""
+
+    def __init__(self, fn: ir.Function, b: Builder, params: list, wrt: list | None = None):
+        from .jacobian import _dim_value
+        from .reverse import Reverse
+        self.fn, self.b = fn, b
+        lin = jvp_function(fn, wrt=wrt)
+        n_p = len(fn.params)
+        self.tparams = lin.params[n_p:]
+        self.float_idx = [k for k, p in enumerate(fn.params) if is_float(p.type.dtype)] if wrt is None else list(wrt)
+        n_out = len(lin.body.terminator.operands) // 2
+        self.outs_lin = lin.body.terminator.operands[:n_out]
+        self.touts_lin = lin.body.terminator.operands[n_out:]
+        self.env = dict(zip(lin.params[:n_p], params))
+        self.tc = TransposeContext(b, {}, self.env)
+        self.rev = Reverse(b, self.env, set(self.tparams), self.tc, lambda d: _dim_value(b, d, fn, params))
+        self.rev.mark(lin.body.ops[:-1])
+        for t, k in zip(self.tparams, self.float_idx):
+            self.tc._dims[t] = b.dims_of(params[k])
+        self.records = self.rev.forward(lin.body.ops[:-1])
+        self.outs = [self.env.get(v, v) for v in self.outs_lin]
+
+    def pullback(self, cts: list) -> list:
+        """Cotangents of the differentiated parameters for output cotangents `cts`."""
+        ct_env: dict = {}
+        for t, c in zip(self.touts_lin, cts):
+            self.rev.accumulate(ct_env, t, c)
+        self.rev.backward(self.records, ct_env)
+        grads = []
+        for t in self.tparams:
+            g = ct_env.get(t)
+            grads.append(g if g is not None else self.tc.zeros(t))
+        return grads
+
+
 def vjp_function(fn: ir.Function, name: str | None = None, wrt: list | None = None) -> ir.Function:
     """params (*primals, *cotangents of the outputs) -> (*outs, *cotangents of the float params, or
     of the params in `wrt`: only those are linearized, so no work is spent on the others)."""
-    lin = jvp_function(fn, wrt=wrt)
-    n_p = len(fn.params)
-    tparams = lin.params[n_p:]
-    float_idx = [k for k, p in enumerate(fn.params) if is_float(p.type.dtype)] if wrt is None else list(wrt)
-    n_out = len(lin.body.terminator.operands) // 2
-    outs_lin = lin.body.terminator.operands[:n_out]
-    touts_lin = lin.body.terminator.operands[n_out:]
-
-    params = [Value(p.type, p.hint, sym=p.sym) for p in lin.params[:n_p]]
-    cts = [Value(Type(t.type.dtype, t.type.shape), "ct" + str(k)) for k, t in enumerate(touts_lin)]
+    params = [Value(p.type, p.hint, sym=p.sym) for p in fn.params]
+    cts = [Value(Type(t.dtype, t.shape), "ct" + str(k)) for k, t in enumerate(fn.result_types)]
     block = ir.Block(params + cts)
     b = Builder(block, loc=fn.loc)
-    env = dict(zip(lin.params[:n_p], params))
-
-    from .reverse import Reverse
-    linear = set(tparams)
-    tc = TransposeContext(b, {}, env)
-    from .jacobian import _dim_value
-    rev = Reverse(b, env, linear, tc, lambda d: _dim_value(b, d, fn, params))
-    rev.mark(lin.body.ops[:-1])
-    for t, k in zip(tparams, float_idx):
-        tc._dims[t] = b.dims_of(params[k])
-    records = rev.forward(lin.body.ops[:-1])
-    ct_env: dict = {}
-    for t, c in zip(touts_lin, cts):
-        rev.accumulate(ct_env, t, c)
-    rev.backward(records, ct_env)
-    grads = []
-    for t, k in zip(tparams, float_idx):
-        g = ct_env.get(t)
-        grads.append(g if g is not None else tc.zeros(t))
-    outs = [env.get(v, v) for v in outs_lin]
-    b.terminate("return", outs + grads)
+    prog = ReverseProgram(fn, b, params, wrt)
+    grads = prog.pullback(cts)
+    b.terminate("return", prog.outs + grads)
     names = list(fn.param_names) + [f"ct{k}" for k in range(len(cts))]
-    rnames = [f"out{k}" for k in range(n_out)] + [f"d_{fn.param_names[k]}" for k in float_idx]
+    rnames = [f"out{k}" for k in range(len(prog.outs))] + [f"d_{fn.param_names[k]}" for k in prog.float_idx]
     return ir.Function(name or fn.name + "_vjp", params + cts, block, names, rnames,
                        tuple_result=True, loc=fn.loc, boundscheck=fn.boundscheck)
 
@@ -201,17 +213,15 @@ def jacrev_function(fn: ir.Function, argnums: tuple, as_tuple: bool) -> ir.Funct
             raise DslTypeError(f"cannot differentiate with respect to parameter '{fn.param_names[k]}' "
                                f"of type {fn.params[k].type}", fn.loc)
     wrt = sorted(set(argnums))
-    vf = vjp_function(fn, wrt=wrt)
-    float_idx = wrt
     params = [Value(p.type, p.hint, sym=p.sym) for p in fn.params]
     block = ir.Block(list(params))
     b = Builder(block, loc=fn.loc)
+    prog = ReverseProgram(fn, b, params, wrt)          # the forward sweep runs once
     if out_t.is_scalar:
-        res = inline(b, vf, params + [b.const(1.0, out_t.dtype)])
-        jacs = [res[1 + float_idx.index(k)] for k in argnums]
+        grads = prog.pullback([b.const(1.0, out_t.dtype)])
+        jacs = [grads[wrt.index(k)] for k in argnums]
     else:
-        # the output's shape, from one primal evaluation
-        y = inline(b, fn, params)[0]
+        y = prog.outs[0]
         basis = identity_basis(b, y)              # (N, *out.shape)
         n = b.dim(basis, 0)
         jac0 = []
@@ -223,7 +233,7 @@ def jacrev_function(fn: ir.Function, argnums: tuple, as_tuple: bool) -> ir.Funct
         with b.at(body):
             o = body.args[0]
             ct = b.emit1("slice", [basis, o], {"spec": "i" + "a" * out_t.rank})
-            res = inline(b, vf, params + [ct])
+            grads = prog.pullback([ct])                 # one backward sweep per output element
             idx, rest = [], o
             ydims = b.dims_of(y)
             for ax in reversed(range(out_t.rank)):
@@ -232,7 +242,7 @@ def jacrev_function(fn: ir.Function, argnums: tuple, as_tuple: bool) -> ir.Funct
                     rest = b.emit1("floordiv", [rest, ydims[ax]])
             new = []
             for jac, k in zip(body.args[1:], argnums):
-                g = res[1 + float_idx.index(k)]
+                g = grads[wrt.index(k)]
                 spec = "i" * out_t.rank + "a" * params[k].type.rank
                 new.append(b.emit1("store", [jac, g] + idx, {"spec": spec}))
             b.terminate("yield", new)
