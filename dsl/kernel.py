@@ -32,6 +32,14 @@ class _Anchor:
         return cls(msg, Loc(self.source.filename, node.span.line, node.span.col, self.source.line(node.span.line)))
 
 
+def _symbol(name: str) -> str:
+    """A linker-safe symbol for a kernel name (derived kernels are named like 'grad(f)' or
+    'f.jvp'; LLVM aborts the process on some characters, so they never reach it)."""
+    import re
+    s = re.sub(r"[^A-Za-z0-9_]", "_", name).strip("_") or "kernel"
+    return s if not s[0].isdigit() else "k_" + s
+
+
 class Lowered:
     """Every stage of one kernel specialisation as text."""
 
@@ -60,11 +68,11 @@ class Lowered:
         """The kernel (after any derivative pass and simplification) in MLIR's upstream dialects
         (func, arith, math, scf, memref), with dslc's entry-point ABI; `mlir-opt-22` accepts it."""
         from compiler.mlir import to_mlir
-        return to_mlir(self._fn, self.kernel.name, self.kernel.boundscheck).text
+        return to_mlir(self._fn, _symbol(self.kernel.name), self.kernel.boundscheck).text
 
     def _module(self):
         from compiler.codegen import llvm as backend
-        return backend.build_module(self._fn, self.kernel.name, self.kernel.boundscheck, vector_math="host", blas=True)[0]
+        return backend.build_module(self._fn, _symbol(self.kernel.name), self.kernel.boundscheck, vector_math="host", blas=True)[0]
 
     def llvm(self, optimized: bool = True) -> str:
         from compiler.codegen import llvm as backend
@@ -77,6 +85,11 @@ class Lowered:
         from compiler.codegen import llvm as backend
         tm = backend.host_target_machine()
         return tm.emit_assembly(backend.parse_and_optimise(self._module(), tm))
+
+    def ptx(self, arch: str = "sm_90") -> str:
+        """PTX for NVIDIA GPUs (needs no GPU; assembles with `ptxas -arch=sm_90`)."""
+        from compiler.codegen import nvptx
+        return nvptx.emit_ptx(self._fn, _symbol(self.kernel.name), self.kernel.boundscheck, arch=arch)[0]
 
 
 class KernelBase:

@@ -100,6 +100,9 @@ def build_module(fn: ir.Function, symbol: str, boundscheck: bool = True, py_tram
     shared library built with vector math must be linked with `vmath.link_libraries(isas)`.
     blas: large matrix products call NumPy's OpenBLAS (JIT only: see blas.py); ignored when the
     library is not found."""
+    import re
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", symbol):
+        raise ValueError(f"invalid entry-point name {symbol!r}")   # LLVM would abort the process
     initialise()
     module = ll.Module(name=name)
     module.triple = llvm.get_process_triple()
