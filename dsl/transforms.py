@@ -103,18 +103,39 @@ def _check_tangents(kernel, args):
             raise TypeError(f"tangent for parameter '{names[p_idx]}' has dtype {td}, its primal has dtype {pd}")
 
 
-def jvp_kernel(f: KernelBase) -> DerivedKernel:
+def jvp_kernel(f: KernelBase, only: tuple | None = None) -> DerivedKernel:
+    """f.jvp; with `only` (indices into f's floating-point parameters) the kernel takes tangents
+    for those parameters alone and the others are symbolic zeros (no code is generated for them)."""
+    def pos(pt):
+        fp = _float_positions(pt)
+        return fp if only is None else [fp[j] for j in only]
+    suffix = "" if only is None else "[" + ",".join(map(str, only)) + "]"
     return DerivedKernel(
-        f, f.name + ".jvp", lambda fn: jvp_function(fn, name=fn.name + "_jvp"),
-        lambda pt: [pt[k] for k in _float_positions(pt)],
-        lambda names, pt: _unique(list(names) + [names[k] + "_dot" for k in _float_positions(pt)]),
-        _check_tangents)
+        f, f.name + ".jvp" + suffix, lambda fn: jvp_function(fn, name=fn.name + "_jvp",
+                                                          wrt=None if only is None else pos(
+                                                              [p.type for p in fn.params])),
+        lambda pt: [pt[k] for k in pos(pt)],
+        lambda names, pt: _unique(list(names) + [names[k] + "_dot" for k in pos(pt)]),
+        _check_tangents if only is None else None)
 
 
 def jvp(f: KernelBase, primals: Sequence, tangents: Sequence):
-    """`(f(*primals), J(primals) @ tangents)`, as `jax.jvp`: one tangent per floating-point parameter."""
+    """`(f(*primals), J(primals) @ tangents)`, as `jax.jvp`: one tangent per floating-point
+    parameter; a tangent given as None is zero and costs nothing (a symbolic zero)."""
     primals, tangents = tuple(primals), tuple(tangents)
-    out = f.jvp(*primals, *tangents)
+    if any(t is None for t in tangents):
+        # None: a zero tangent known when compiling, so the derivative kernel skips that direction
+        only = tuple(j for j, t in enumerate(tangents) if t is not None)
+        cache = f.__dict__.setdefault("_partial_jvps", {})
+        if only not in cache:
+            cache[only] = jvp_kernel(f, only)
+        nf = len(_float_positions(f._param_types(primals)))
+        if len(tangents) != nf:
+            raise TypeError(f"jvp: {f.name} takes {nf} tangent(s) (one per floating-point parameter), "
+                            f"got {len(tangents)}")
+        out = cache[only](*primals, *(t for t in tangents if t is not None))
+    else:
+        out = f.jvp(*primals, *tangents)
     n = len(out) // 2
     outs, touts = out[:n], out[n:]
     if n == 1 and not _returns_tuple(f, primals):

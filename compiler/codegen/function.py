@@ -460,6 +460,20 @@ class FunctionCodegen:
     def copy_into(self, v: ir.Value, out: ArrayVal):
         self.loop_nest(out.dims, lambda idx: self.store_elem(out, idx, self.elem(v, idx)))
 
+    def copy_many(self, pairs):
+        """copy_into for several (value, destination) pairs; values of one symbolic shape are
+        written in one loop (multi-output fusion: their shared fused nodes are computed once)."""
+        groups = {}
+        for v, out in pairs:
+            groups.setdefault(tuple(v.type.shape), []).append((v, out))
+        for group in groups.values():
+            dims = group[0][1].dims
+
+            def body(idx, group=group):
+                for v, out in group:
+                    self.store_elem(out, idx, self.elem(v, idx))
+            self.loop_nest(dims, body)
+
     def writable_copy(self, op: ir.Op, x: ir.Value) -> ArrayVal:
         """x's buffer if `op` may update it in place (owned, defined in op's block, dead after op);
         otherwise a fresh copy."""
@@ -621,6 +635,7 @@ class FunctionCodegen:
 
     def emit_return(self, op: ir.Op):
         args = self.llfn.args
+        copies = []
         for v, k in zip(op.operands, self.out_slots):
             if v.type.is_scalar:
                 val = self.values[v]
@@ -632,7 +647,8 @@ class FunctionCodegen:
             out_dims = list(args[k + 1:k + 1 + v.type.rank])
             for d, g in zip(out_dims, got):
                 self.check_eq(d, g, "shape", "output buffer has the wrong extent", self.fn.loc)
-            self.copy_into(v, ArrayVal(v.type.dtype, out_dims, ptr=args[k]))
+            copies.append((v, ArrayVal(v.type.dtype, out_dims, ptr=args[k])))
+        self.copy_many(copies)
         self.pop_scope()
         for slot in self.all_slots:            # reusable buffers kept by sites inside loops
             if id(slot) in self.kept_slots:

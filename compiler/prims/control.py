@@ -102,7 +102,7 @@ class _Carries:
     def store_next(self, values, region_args, scope):
         """At a yield: move or copy each new value into its slot, freeing replaced buffers."""
         cg = self.cg
-        plans = []
+        plans, copies = [], []
         for k, (v, t, s) in enumerate(zip(values, self.types, self.slots)):
             if t.is_scalar:
                 plans.append(("scalar", cg.get(v)))
@@ -116,8 +116,9 @@ class _Carries:
                 plans.append(("move", av))
             else:
                 new = cg.allocate(t.dtype, av.dims, slot=cg.new_slot(t.dtype, scope))
-                cg.copy_into(v, new)
+                copies.append((v, new))
                 plans.append(("move", new))
+        cg.copy_many(copies)
         # every new value is computed before any old buffer is released
         for (kind, x), t, s in zip(plans, self.types, self.slots):
             if kind == "scalar":
