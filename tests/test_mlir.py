@@ -1,7 +1,7 @@
 """MLIR export and the `via="mlir"` backend (issue 8).
 
-Every kernel below, its forward-mode derivative `f.jvp` and, for straight-line kernels, `f.vjp` and
-`grad(f)`, is printed with `lower(...).mlir()` and verified by LLVM 22's `mlir-opt`; then it runs
+Every kernel below, its forward-mode derivative `f.jvp` and, where marked "all", `f.vjp` and (scalar
+kernels) `grad(f)` (reverse mode through loops included), is printed with `lower(...).mlir()` and verified by LLVM 22's `mlir-opt`; then it runs
 through `with_backend("mlir")` (mlir-opt lowering, mlir-translate, llvmlite JIT, dslc's runtime) and
 must give dslc's own results on random inputs: bitwise for integer and bool outputs, to rounding for
 floating-point ones (a differential test of dslc's code generator). Error statuses must agree too.
@@ -211,7 +211,7 @@ CASES = {
     "ew_math64": (ew_math64, lambda r: (R(r, 7), R(r, 7)), "all"),
     "ew_math32": (ew_math32, lambda r: (R(r, 6, dtype=np.float32), R(r, 6, dtype=np.float32)), "all"),
     "int_ops": (int_ops, lambda r: (I(r, 9), nonzero(r, 9), I(r, 9, dtype=np.int32)), ""),
-    "float_floordiv": (float_floordiv, lambda r: (R(r, 8, lo=-9, hi=9), R(r, 8) + np.array([0.0] * 7 + [0.0])),
+    "float_floordiv": (float_floordiv, lambda r: (R(r, 8, lo=-9, hi=9), np.append(R(r, 7), 0.0)),
                        "jvp"),
     "casts": (casts, lambda r: (R(r, 6, lo=-50, hi=50), I(r, 6, dtype=np.int32), r.random(6) > 0.5), "jvp"),
     "bcast": (bcast, lambda r: (R(r, 3, 4), R(r, 4), R(r, 3, 1), 0.7), "all"),
@@ -221,10 +221,10 @@ CASES = {
     "matmul32": (matmul32, lambda r: (R(r, 4, 6, dtype=np.float32), R(r, 6, 3, dtype=np.float32)), "all"),
     "slices": (slices, lambda r: (R(r, 6), R(r, 4, 6), 2), "all"),
     "stores": (stores, lambda r: (R(r, 6), R(r, 3, 6), 4), "all"),
-    "loops": (loops, lambda r: (R(r, 7), 4), "jvp"),
-    "while_if": (while_if, lambda r: (R(r, 5), 0.01), "jvp"),
-    "loop_carry_array": (loop_carry_array, lambda r: (R(r, 9), 5), "jvp"),
-    "chain": (chain, lambda r: (R(r, 8),), "jvp"),
+    "loops": (loops, lambda r: (R(r, 7), 4), "all"),
+    "while_if": (while_if, lambda r: (R(r, 5), 0.01), "all"),
+    "loop_carry_array": (loop_carry_array, lambda r: (R(r, 9), 5), "all"),
+    "chain": (chain, lambda r: (R(r, 8),), "all"),
     "predict": (predict, lambda r: (R(r, 3, dtype=np.float32), np.float32(0.25), R(r, 5, 3, dtype=np.float32)),
                 "all"),
     "mlp_loss": (mlp_loss, lambda r: (R(r, 4, 3), R(r, 4), R(r, 4), R(r, 6, 3), R(r, 6)), "all"),

@@ -195,7 +195,7 @@ class _Printer:
 
     # ---- errors ----------------------------------------------------------------------------
     def status_ok(self):
-        s = self.op(f"memref.load %status[] : memref<i32>")
+        s = self.op("memref.load %status[] : memref<i32>")
         return self.icmp("eq", s, self.const(0, "i32"), "i32")
 
     def check(self, ok, kind, message, loc, d1=None, d2=None):
@@ -373,7 +373,6 @@ class _Printer:
     def _bind_params(self, args):
         fn = self.fn
         bound = {}
-        pending = []
         for p, pname in zip(fn.params, fn.param_names):
             nm = self.vals[p]
             if p.type.is_scalar:
@@ -400,7 +399,6 @@ class _Printer:
                 v = self.to_i64(self.vals[p], p.type.dtype)
                 self.check_eq(v, od, "shape", f"parameter '{pname}' must equal the extent '{pname}' "
                               f"of parameter '{other}'", fn.loc)
-        del pending
 
     def _return(self, term):
         for v, out in zip(term.operands, self.outs):
