@@ -264,7 +264,7 @@ def main():
          "X3": rng.standard_normal((1000, 1000)).astype(f32), "V3": rng.standard_normal((1000, 1000)).astype(f32),
          "X4": rng.standard_normal((1024, 256)).astype(f32), "W1": (rng.standard_normal((256, 256)) / 16).astype(f32),
          "W2": (rng.standard_normal((256, 10)) / 16).astype(f32), "Y": rng.standard_normal((1024, 10)).astype(f32),
-         "x0": rng.standard_normal(64).astype(f32), "A": (rng.standard_normal((64, 64)) / 8).astype(f32),
+         "x0": rng.standard_normal(64).astype(f32), "A": (2 * rng.standard_normal((64, 64)) / 8).astype(f32),
          "xs": rng.standard_normal(16).astype(f32)}
     x, v, W, b, X = D["x"], D["v"], D["W"], D["b"], D["inputs"]
     X3, V3, X4, W1, W2, Y, x0, A, xs = (D[k] for k in ("X3", "V3", "X4", "W1", "W2", "Y", "x0", "A", "xs"))

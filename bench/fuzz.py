@@ -22,7 +22,10 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+# this script's own directory would shadow the `fuzz` package of tests/ (tests/fuzz/)
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != HERE]
 for p in (ROOT, os.path.join(ROOT, "tests")):
     if p not in sys.path:
         sys.path.insert(0, p)
@@ -55,7 +58,7 @@ def worker(start: int, count: int, deriv_every: int) -> None:
 
 def run(args) -> dict:
     cache = tempfile.mkdtemp(prefix="dslc-fuzz-cache-")
-    env = dict(os.environ, DSLC_CACHE_DIR=cache, PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tests")]))
+    env = dict(os.environ, DSLC_CACHE_DIR=cache)
     queue = [(s, min(args.batch, args.start + args.n - s)) for s in range(args.start, args.start + args.n, args.batch)]
     running = []
     stats = collections.Counter()
@@ -64,7 +67,6 @@ def run(args) -> dict:
     checks = collections.Counter()
     bad = []
     t0 = time.time()
-    last_print = t0
 
     def launch(start, count):
         log = tempfile.TemporaryFile(mode="w+")
@@ -104,10 +106,31 @@ def run(args) -> dict:
                 stats["hang" if killed else "crash"] += 1
                 bad.append({"seed": crashed, "status": "hang" if killed else "crash",
                             "detail": f"worker exit status {p.returncode}"})
-            nxt = (crashed + 1) if crashed is not None else (max(done) + 1 if done else start)
+            if crashed is None and not done:
+                stats["worker failures"] += 1     # died before its first program: do not retry
+                bad.append({"seed": start, "status": "worker failure", "detail": f"exit status {p.returncode}"})
+                return
+            nxt = (crashed + 1) if crashed is not None else max(done) + 1
             if nxt < start + count:
                 queue.append((nxt, start + count - nxt))
 
+    import signal
+
+    def _stop(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, _stop)     # kill PID / an ignored SIGINT in the background
+    try:
+        _loop(args, queue, running, launch, collect, stats, t0)
+    except KeyboardInterrupt:             # stop early: report what has finished
+        for p, *_ in running:
+            p.kill()
+        print("interrupted: the counts below cover the programs finished so far", flush=True)
+    return {"stats": stats, "compile_kinds": compile_kinds, "internal_kinds": internal_kinds, "checks": checks,
+            "bad": bad, "seconds": time.time() - t0}
+
+
+def _loop(args, queue, running, launch, collect, stats, t0):
+    last_print = t0
     while queue or running:
         while queue and len(running) < args.workers:
             launch(*queue.pop(0))
@@ -128,8 +151,6 @@ def run(args) -> dict:
             last_print = time.time()
             print(f"  ... {stats['tried']} programs, {stats['mismatch']} mismatches, {stats['crash']} crashes, "
                   f"{time.time() - t0:.0f} s", flush=True)
-    return {"stats": stats, "compile_kinds": compile_kinds, "internal_kinds": internal_kinds, "checks": checks,
-            "bad": bad, "seconds": time.time() - t0}
 
 
 def main(argv=None):
@@ -155,6 +176,8 @@ def main(argv=None):
     print(f"mismatches:       {s['mismatch']}")
     print(f"crashes:          {s['crash']}")
     print(f"hangs:            {s['hang']}")
+    if s["worker failures"]:
+        print(f"worker failures:  {s['worker failures']}")
     print(f"internal errors:  {s['internal']}")
     print(f"unstable (ill-conditioned, not counted as bugs): {s['unstable']}")
     print(f"compile errors:   {s['compile_error']}")

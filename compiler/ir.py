@@ -189,6 +189,7 @@ class Op:
     attrs: dict = field(default_factory=dict)
     regions: list = field(default_factory=list)
     loc: Loc = UNKNOWN
+    checked: bool = False        # user code that may raise (bounds, zero division): kept by DCE
 
     def __post_init__(self):
         for r in self.results:

@@ -13,3 +13,4 @@ from .transforms import grad, hessian, hvp, jacfwd, jacrev, jvp, value_and_grad,
 __all__ += ["jvp", "jacfwd", "jacrev", "hessian", "hvp", "vjp", "grad", "value_and_grad"]
 
 from . import testing  # noqa: E402,F401  (dsl.testing.check_jvp)
+from . import cuda  # noqa: E402,F401  (dsl.cuda: GPU helpers, SPEC section 1)

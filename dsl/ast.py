@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 from typing import Optional, Union
 
 
@@ -13,8 +14,12 @@ class Source:
     filename: str = "<kernel>"
     line_offset: int = 0
 
+    @cached_property
+    def _lines(self) -> list:
+        return self.text.splitlines()     # once: every diagnostic location asks for a line
+
     def line(self, lineno: int) -> str:
-        lines = self.text.splitlines()
+        lines = self._lines
         i = lineno - self.line_offset - 1
         return lines[i] if 0 <= i < len(lines) else ""
 

@@ -269,6 +269,7 @@ class Lowering:
         value = self.b.cast(value, arr.type.dtype) if (value.type.dtype != arr.type.dtype or value.type.weak) else value
         with self.b.located(self.loc(node)):
             new = self.b.emit1("store", [arr, value] + idx, {"spec": spec})
+            new.owner.checked = True
         self.env[name] = new
 
     def condition(self, node) -> Value:
@@ -500,7 +501,10 @@ class Lowering:
             return self.matmul(a, b, node)
         if op not in BINARY_OPS:
             raise self.error(UnsupportedError, f"operator '{op}' is not supported", node)
-        return self.b.binary(BINARY_OPS[op], a, b)
+        v = self.b.binary(BINARY_OPS[op], a, b)
+        if op in ("//", "%", "**") and not is_float(v.type.dtype) and isinstance(v.owner, ir.Op):
+            v.owner.checked = True        # integer division by zero / negative power raises
+        return v
 
     def matmul(self, a, b, node):
         if a.type.is_scalar or b.type.is_scalar:
@@ -615,9 +619,10 @@ class Lowering:
 
     def load(self, arr, spec, idx, node):
         with self.b.located(self.loc(node)):
-            if set(spec) == {"i"}:
-                return self.b.emit1("index", [arr] + idx, {"spec": spec})
-            return self.b.emit1("slice", [arr] + idx, {"spec": spec})
+            kind = "index" if set(spec) == {"i"} else "slice"
+            v = self.b.emit1(kind, [arr] + idx, {"spec": spec})
+            v.owner.checked = True        # an out-of-range index raises even if the value is unused
+            return v
 
     def expr_Subscript(self, n):
         base = self.expr(n.value)

@@ -30,27 +30,27 @@ def _subst_attrs(attrs, subst):
     return out
 
 
-def clone_region(b: Builder, block: ir.Block, env: dict, subst=None) -> ir.Block:
+def clone_region(b: Builder, block: ir.Block, env: dict, subst=None, checks: bool = True) -> ir.Block:
     new = ir.Block([Value(_subst_type(a.type, subst), a.hint, sym=a.sym) for a in block.args])
     for a, na in zip(block.args, new.args):
         env[a] = na
     with b.at(new):
         for op in block.ops:
-            clone_into(b, op, env, subst)
+            clone_into(b, op, env, subst, checks)
     return new
 
 
-def clone_into(b: Builder, op: ir.Op, env: dict, subst=None) -> ir.Op:
+def clone_into(b: Builder, op: ir.Op, env: dict, subst=None, checks: bool = True) -> ir.Op:
     """Deep-copy `op` (regions included) at `b`, renaming operands through `env` and dim
     symbols through `subst`."""
-    regions = [clone_region(b, r, env, subst) for r in op.regions]
+    regions = [clone_region(b, r, env, subst, checks) for r in op.regions]
     results = []
     for r in op.results:
         nr = Value(_subst_type(r.type, subst), r.hint, sym=r.sym)
         env[r] = nr
         results.append(nr)
     new = ir.Op(op.prim, [env.get(o, o) for o in op.operands], results, _subst_attrs(op.attrs, subst),
-                regions, op.loc)
+                regions, op.loc, checked=op.checked and checks)
     b.block.ops.append(new)
     return new
 
@@ -70,7 +70,8 @@ def size_of(b: Builder, x: Value) -> Value:
     return n
 
 
-def identity_basis(b: Builder, x: Value, start: Value | None = None, count: Value | None = None) -> Value:
+def identity_basis(b: Builder, x: Value, start: Value | None = None, count: Value | None = None,
+                   size_sym=None) -> Value:
     """Rows start .. start+count of I reshaped to (N, *x.shape), N = x.size: row w is the
     (start + w)-th unit vector of x's space (all N rows by default)."""
     dims = b.dims_of(x)
@@ -81,7 +82,7 @@ def identity_basis(b: Builder, x: Value, start: Value | None = None, count: Valu
         for s_ in x.type.shape:
             size_sym = ir.dim_op("mul", size_sym, s_)
     else:
-        n, size_sym = count, ir.fresh_dim()
+        n, size_sym = count, (size_sym or ir.fresh_dim())
     shape = (size_sym,) + tuple(x.type.shape)
     zero = b.const(0, x.type.dtype)
     basis = b.broadcast_to(zero, shape, [n] + dims, bdims=())

@@ -86,7 +86,8 @@ def clone_op(b: Builder, op: ir.Op, env: dict) -> ir.Op:
         nr = Value(r.type, r.hint, sym=r.sym)
         results.append(nr)
         env[r] = nr
-    new = ir.Op(op.prim, [env.get(o, o) for o in op.operands], results, dict(op.attrs), [], op.loc)
+    new = ir.Op(op.prim, [env.get(o, o) for o in op.operands], results, dict(op.attrs), [], op.loc,
+                checked=op.checked)
     b.block.ops.append(new)
     return new
 

@@ -48,6 +48,7 @@ class Reverse:
     def __init__(self, b: Builder, env: dict, linear: set, tc, dim_value=lambda d: None):
         self.b, self.env, self.linear, self.tc = b, env, linear, tc
         self.dim_value = dim_value            # symbolic dim -> its run-time value here, or None
+        self.checks = True                    # False while re-emitting steps the forward sweep checked
 
     # ---- which values are linear -----------------------------------------------------------
     def mark(self, ops):
@@ -92,7 +93,7 @@ class Reverse:
         """Re-emit `op` without its linear parts."""
         b = self.b
         if not self._touches_linear(op):
-            clone_into(b, op, self.env)
+            clone_into(b, op, self.env, checks=self.checks)
             return
         if not op.regions:
             return
@@ -138,7 +139,7 @@ class Reverse:
                         tc._dims[op.results[0]] = _shape_dims(tc, op, self.linear)
                     records.append((op, None))
                 else:
-                    clone_into(b, op, self.env)
+                    clone_into(b, op, self.env, checks=self.checks)
                 continue
             if not linear_results:
                 self.emit_primal(op)
@@ -374,7 +375,9 @@ class Reverse:
                     new_accs.append(acc if c is None else b.emit1("add", [acc, c]))
                 return new_cts + new_accs
             return list(self._loop_of(b.const(0, "i64"), m, list(cts) + list(accs), back, hint="qr"))
+        saved, self.checks = self.checks, False
         outs = self._loop_of(b.const(0, "i64"), nck, ct0 + acc0, segment, hint="rseg")
+        self.checks = saved
         first = 3 if op.prim == "for" else 0
         for j in range(nt):
             self.accumulate(ct_env, op.operands[first + n_p + j], outs[j])
@@ -400,6 +403,7 @@ class Reverse:
                 self.backward(records, local)
                 b.terminate("yield", [local.pop(v) if v in local else tc.zeros(v) for v in captured])
             blocks.append(block)
-        outs = b.emit("if", [self._ev(op.operands[0])], {"types": tuple(v.type for v in captured)}, blocks)
+        types = tuple(y.type for y in blocks[0].terminator.operands)   # batched in vector mode
+        outs = b.emit("if", [self._ev(op.operands[0])], {"types": types}, blocks)
         for v, o in zip(captured, outs):
             self.accumulate(ct_env, v, o)

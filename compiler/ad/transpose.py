@@ -19,10 +19,17 @@ from .jvp import jvp_function
 
 
 class TransposeContext:
-    """What transpose rules need: the builder and the run-time extents of linear values."""
+    """What transpose rules need: the builder, the run-time extents of linear values, and, in
+    vector mode, the batch width W: every cotangent then has an extra leading axis of extent W
+    (W cotangents pulled back in one sweep, as `jacrev` does)."""
 
     def __init__(self, b: Builder, dims: dict, env: dict):
         self.b, self._dims, self.env = b, dims, env
+        self.width = None                     # a Value (i64) in vector mode
+
+    @property
+    def batched(self) -> bool:
+        return self.width is not None
 
     def dims(self, v: Value) -> list:
         """Run-time extents of a value of the linear program (linear or primal)."""
@@ -33,23 +40,43 @@ class TransposeContext:
     def primal(self, v: Value) -> Value:
         return self.env.get(v, v)
 
+    def spec(self, spec: str) -> str:
+        return ("a" + spec) if self.batched else spec
+
+    def axes(self, axes) -> tuple:
+        return tuple(a + 1 for a in axes) if self.batched else tuple(axes)
+
+    def ct_shape(self, shape) -> tuple:
+        return (("_W",) if self.batched else ()) + tuple(shape)
+
+    def ct_dims(self, dims) -> list:
+        return ([self.width] if self.batched else []) + list(dims)
+
+    def broadcast(self, ct: Value, shape, dims, bdims) -> Value:
+        """broadcast_in_dim of a cotangent (its batch axis, if any, stays axis 0)."""
+        if self.batched:
+            return self.b.broadcast_to(ct, self.ct_shape(shape), self.ct_dims(dims),
+                                       bdims=(0,) + tuple(d + 1 for d in bdims))
+        return self.b.broadcast_to(ct, tuple(shape), list(dims), bdims=tuple(bdims))
+
     def zeros(self, like: Value) -> Value:
         z = self.b.const(0, like.type.dtype)
-        if like.type.is_scalar:
+        if like.type.is_scalar and not self.batched:
             return z
-        return self.b.broadcast_to(z, like.type.shape, self.dims(like), bdims=())
+        return self.b.broadcast_to(z, self.ct_shape(like.type.shape), self.ct_dims(self.dims(like)), bdims=())
 
     def unbroadcast(self, ct: Value, operand: Value) -> Value:
         """Sum `ct` (shaped like a broadcast result) back to `operand`'s shape."""
-        t, s = ct.type.shape, operand.type.shape
+        nb = 1 if self.batched else 0
+        t, s = ct.type.shape[nb:], operand.type.shape
         off = len(t) - len(s)
         axes = tuple(range(off)) + tuple(off + k for k, d in enumerate(s) if d == 1 and t[off + k] != 1)
         if not axes:
             return ct
-        r = self.b.emit1("reduce_sum", [ct], {"axes": axes})
-        if r.type.shape != s:
-            r = self.b.broadcast_to(r, s, self.dims(operand),
-                                    bdims=tuple(k for k, d in enumerate(s) if not (d == 1 and t[off + k] != 1)))
+        r = self.b.emit1("reduce_sum", [ct], {"axes": self.axes(axes)})
+        if r.type.shape[nb:] != s:
+            r = self.broadcast(r, s, self.dims(operand),
+                               [k for k, d in enumerate(s) if not (d == 1 and t[off + k] != 1)])
         return r
 
 
@@ -122,17 +149,22 @@ class ReverseProgram:
         self.records = self.rev.forward(lin.body.ops[:-1])
         self.outs = [self.env.get(v, v) for v in self.outs_lin]
 
-    def pullback(self, cts: list) -> list:
-        """Cotangents of the differentiated parameters for output cotangents `cts`."""
-        ct_env: dict = {}
-        for t, c in zip(self.touts_lin, cts):
-            self.rev.accumulate(ct_env, t, c)
-        self.rev.backward(self.records, ct_env)
-        grads = []
-        for t in self.tparams:
-            g = ct_env.get(t)
-            grads.append(g if g is not None else self.tc.zeros(t))
-        return grads
+    def pullback(self, cts: list, width: Value | None = None) -> list:
+        """Cotangents of the differentiated parameters for output cotangents `cts`; with `width`,
+        each cotangent carries a leading batch axis of that extent (vector mode)."""
+        self.tc.width = width
+        try:
+            ct_env: dict = {}
+            for t, c in zip(self.touts_lin, cts):
+                self.rev.accumulate(ct_env, t, c)
+            self.rev.backward(self.records, ct_env)
+            grads = []
+            for t in self.tparams:
+                g = ct_env.get(t)
+                grads.append(g if g is not None else self.tc.zeros(t))
+            return grads
+        finally:
+            self.tc.width = None
 
 
 def vjp_function(fn: ir.Function, name: str | None = None, wrt: list | None = None) -> ir.Function:
@@ -198,11 +230,15 @@ def unconnected_params(fn: ir.Function) -> set:
     return {k for t, k in zip(lin.params[n_p:], float_idx) if t not in used}
 
 
+JACREV_BUDGET = 1 << 24       # elements of the (chunk, *in) cotangent block
+
+
 def jacrev_function(fn: ir.Function, argnums: tuple, as_tuple: bool) -> ir.Function:
     """params -> Jacobian(s) of the single output w.r.t. params[argnums], shape out.shape + in.shape,
     by reverse mode: one pullback per output element (one in all for a scalar output)."""
     from ..diagnostics import DslTypeError
-    from .jacobian import identity_basis, inline
+    from .jacobian import identity_basis, size_of
+    from .jvp import W_DIM
     outs = fn.body.terminator.operands
     if len(outs) != 1 or not is_float(outs[0].type.dtype):
         raise DslTypeError("jacrev needs a kernel with one floating-point output", fn.loc)
@@ -221,33 +257,43 @@ def jacrev_function(fn: ir.Function, argnums: tuple, as_tuple: bool) -> ir.Funct
         grads = prog.pullback([b.const(1.0, out_t.dtype)])
         jacs = [grads[wrt.index(k)] for k in argnums]
     else:
+        # vector mode over cotangents: the identity basis of the output space is pulled back in
+        # chunks of C rows through one backward sweep each (C * in.size <= JACREV_BUDGET)
         y = prog.outs[0]
-        basis = identity_basis(b, y)              # (N, *out.shape)
-        n = b.dim(basis, 0)
+        n = size_of(b, y)
+        nsym = 1
+        for d in out_t.shape:
+            nsym = ir.dim_op("mul", nsym, d)
+        biggest = b.const(1, "i64")
+        for k in argnums:
+            biggest = b.emit1("maximum", [biggest, size_of(b, params[k])])
+        one = b.const(1, "i64")
+        c = b.emit1("maximum", [b.emit1("minimum", [b.binary("floordiv", b.const(JACREV_BUDGET, "i64"), biggest), n]), one])
         jac0 = []
         for k in argnums:
             x = params[k]
-            shape = tuple(out_t.shape) + tuple(x.type.shape)
-            jac0.append(b.broadcast_to(b.const(0, x.type.dtype), shape, b.dims_of(y) + b.dims_of(x), bdims=()))
-        body = ir.Block([Value(Type("i64"), "o")] + [Value(j.type, "jac") for j in jac0])
+            jac0.append(b.broadcast_to(b.const(0, x.type.dtype), (nsym,) + tuple(x.type.shape),
+                                       [n] + b.dims_of(x), bdims=()))
+        body = ir.Block([Value(Type("i64"), "c0")] + [Value(j.type, "jac") for j in jac0])
         with b.at(body):
-            o = body.args[0]
-            ct = b.emit1("slice", [basis, o], {"spec": "i" + "a" * out_t.rank})
-            grads = prog.pullback([ct])                 # one backward sweep per output element
-            idx, rest = [], o
-            ydims = b.dims_of(y)
-            for ax in reversed(range(out_t.rank)):
-                idx.insert(0, b.emit1("mod", [rest, ydims[ax]]) if ax > 0 else rest)
-                if ax > 0:
-                    rest = b.emit1("floordiv", [rest, ydims[ax]])
+            c0 = body.args[0]
+            cnt = b.emit1("minimum", [c, b.binary("sub", n, c0)])
+            basis = identity_basis(b, y, start=c0, count=cnt, size_sym=W_DIM)
+            grads = prog.pullback([basis], width=cnt)
             new = []
             for jac, k in zip(body.args[1:], argnums):
                 g = grads[wrt.index(k)]
-                spec = "i" * out_t.rank + "a" * params[k].type.rank
-                new.append(b.emit1("store", [jac, g] + idx, {"spec": spec}))
+                spec = "s" + "a" * params[k].type.rank
+                new.append(b.emit1("store", [jac, g, c0, b.binary("add", c0, cnt)], {"spec": spec}))
             b.terminate("yield", new)
-        jacs = b.emit("for", [b.const(0, "i64"), n, b.const(1, "i64")] + jac0,
-                      {"types": tuple(j.type for j in jac0)}, [body])
+        flat = b.emit("for", [b.const(0, "i64"), n, c] + jac0, {"types": tuple(j.type for j in jac0)}, [body])
+        jacs = []
+        for jf, k in zip(flat, argnums):
+            if out_t.rank == 1:
+                jacs.append(jf)
+            else:                                  # (N, *in) -> (*out, *in), N = out.size in C order
+                shape = tuple(out_t.shape) + tuple(params[k].type.shape)
+                jacs.append(b.emit1("reshape", [jf] + b.dims_of(y) + b.dims_of(params[k]), {"shape": shape}))
     b.terminate("return", jacs)
     return ir.Function(f"jacrev_{fn.name}", params, block, list(fn.param_names),
                        [f"jac{k}" for k in range(len(jacs))], tuple_result=as_tuple or len(jacs) > 1,

@@ -101,7 +101,7 @@ def _dce(block: ir.Block, used: set) -> bool:
         for reg in op.regions:
             changed |= _dce(reg, used)
         dead = op.results and not any(r in used for r in op.results)
-        if dead and op.prim not in _IMPURE and op.prim not in ("yield", "return"):
+        if dead and op.prim not in _IMPURE and op.prim not in ("yield", "return") and not op.checked:
             changed = True
             continue
         keep.append(op)

@@ -743,28 +743,34 @@ rule("add_at", "jvp")(_store_jvp)
 
 
 # ---- transpose rules (reverse mode) ----------------------------------------------------------------
+# In vector mode (tc.batched) every cotangent has a leading batch axis; tc's helpers shift axes,
+# specs and broadcasts past it.
 def _bcast_T(tc, op, ct, lin):
     x = op.operands[0]
     bd, rshape = op.attrs["bdims"], op.attrs["shape"]
     unit = [k for k, d in enumerate(x.type.shape) if d == 1 and rshape[bd[k]] != 1]
     axes = tuple(sorted([a for a in range(len(rshape)) if a not in bd] + [bd[k] for k in unit]))
-    r = tc.b.emit1("reduce_sum", [ct], {"axes": axes}) if axes else ct
+    r = tc.b.emit1("reduce_sum", [ct], {"axes": tc.axes(axes)}) if axes else ct
     if unit:
-        kept = tuple(k for k in range(x.type.rank) if k not in unit)
-        r = tc.b.broadcast_to(r, x.type.shape, tc.dims(x), bdims=kept)
+        kept = [k for k in range(x.type.rank) if k not in unit]
+        r = tc.broadcast(r, x.type.shape, tc.dims(x), kept)
     return [r] + [None] * (len(op.operands) - 1)
 
 
 def _reduce_sum_T(tc, op, ct, lin):
     x = op.operands[0]
-    kept = tuple(k for k in range(x.type.rank) if k not in op.attrs["axes"])
-    return [tc.b.broadcast_to(ct, x.type.shape, tc.dims(x), bdims=kept)]
+    kept = [k for k in range(x.type.rank) if k not in op.attrs["axes"]]
+    return [tc.broadcast(ct, x.type.shape, tc.dims(x), kept)]
 
 
-def _outer(tc, u, v, ud, vd):
-    b = tc.b
-    shape = (u.type.shape[0], v.type.shape[0])
-    return b.emit1("mul", [b.broadcast_to(u, shape, [ud, vd], bdims=(0,)), b.broadcast_to(v, shape, [ud, vd], bdims=(1,))])
+def _outer(tc, u, v, ud, vd, u_ct):
+    """u (x) v, one of them the cotangent (`u_ct` says which) and so batched in vector mode."""
+    shape, dims = (u.type.shape[-1], v.type.shape[-1]), [ud, vd]
+    bu = tc.broadcast(u, shape, dims, (0,)) if u_ct else tc.b.broadcast_to(u, tc.ct_shape(shape), tc.ct_dims(dims),
+                                                                            bdims=(tc.batched + 0,))
+    bv = tc.broadcast(v, shape, dims, (1,)) if not u_ct else tc.b.broadcast_to(v, tc.ct_shape(shape), tc.ct_dims(dims),
+                                                                                bdims=(tc.batched + 1,))
+    return tc.b.emit1("mul", [bu, bv])
 
 
 def _T2(b, m):
@@ -780,37 +786,39 @@ def _matmul_T(tc, op, ct, lin):
     out = [None, None]
     if lin[0]:
         cp = tc.primal(c)
-        if ra == 1 and rc == 1:
-            out[0] = b.emit1("mul", [ct, cp])
+        if ra == 1 and rc == 1:                 # ct: scalar (W,)
+            out[0] = b.emit1("mul", [tc.broadcast(ct, cp.type.shape, tc.dims(c), ()) if tc.batched else ct, cp])
         elif ra == 2 and rc == 1:
-            out[0] = _outer(tc, ct, cp, tc.dims(a)[0], tc.dims(c)[0])
+            out[0] = _outer(tc, ct, cp, tc.dims(a)[0], tc.dims(c)[0], True)
         elif ra == 1:
-            out[0] = b.emit1("matmul", [cp, ct])
+            out[0] = b.emit1("matmul", [ct, _T2(b, cp)]) if tc.batched else b.emit1("matmul", [cp, ct])
         else:
-            out[0] = b.emit1("matmul", [ct, _T2(b, cp)])
+            out[0] = b.emit1("matmul", [ct, _T2(b, cp)], {"batch": "lhs"} if tc.batched else {})
     if lin[1]:
         ap = tc.primal(a)
         if ra == 1 and rc == 1:
-            out[1] = b.emit1("mul", [ct, ap])
+            out[1] = b.emit1("mul", [tc.broadcast(ct, ap.type.shape, tc.dims(a), ()) if tc.batched else ct, ap])
         elif ra == 2 and rc == 1:
             out[1] = b.emit1("matmul", [ct, ap])
         elif ra == 1:
-            out[1] = _outer(tc, ap, ct, tc.dims(c)[0], tc.dims(c)[1])
+            out[1] = _outer(tc, ap, ct, tc.dims(c)[0], tc.dims(c)[1], False)
         else:
-            out[1] = b.emit1("matmul", [_T2(b, ap), ct])
+            out[1] = b.emit1("matmul", [_T2(b, ap), ct], {"batch": "rhs"} if tc.batched else {})
     return out
 
 
 def _transpose_T(tc, op, ct, lin):
     perm = op.attrs["perm"]
     inv = tuple(perm.index(k) for k in range(len(perm)))
+    if tc.batched:
+        inv = (0,) + tuple(p + 1 for p in inv)
     return [tc.b.emit1("transpose", [ct], {"perm": inv})]
 
 
 def _gather_T(tc, op, ct, lin):
     x = op.operands[0]
     idx = [tc.primal(o) for o in op.operands[1:]]
-    return [tc.b.emit1("add_at", [tc.zeros(x), ct] + idx, {"spec": op.attrs["spec"]})] + [None] * len(idx)
+    return [tc.b.emit1("add_at", [tc.zeros(x), ct] + idx, {"spec": tc.spec(op.attrs["spec"])})] + [None] * len(idx)
 
 
 def _store_T(tc, op, ct, lin):
@@ -820,9 +828,11 @@ def _store_T(tc, op, ct, lin):
     b = tc.b
     out = [None, None] + [None] * len(idx)
     if lin[0]:
-        out[0] = ct if op.prim == "add_at" else b.emit1("store", [ct, b.const(0, ct.type.dtype)] + idx, {"spec": spec})
+        out[0] = ct if op.prim == "add_at" else b.emit1("store", [ct, b.const(0, ct.type.dtype)] + idx,
+                                                         {"spec": tc.spec(spec)})
     if lin[1]:
-        part = b.emit1("index" if set(spec) == {"i"} else "slice", [ct] + idx, {"spec": spec})
+        kind = "index" if set(spec) == {"i"} and not tc.batched else "slice"
+        part = b.emit1(kind, [ct] + idx, {"spec": tc.spec(spec)})
         out[1] = tc.unbroadcast(part, v)
     return out
 
