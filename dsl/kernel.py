@@ -137,12 +137,21 @@ class KernelBase:
     def __call__(self, *args, target: Optional[str] = None):
         f = self._fixed
         if f is not None and target is None:
-            return f(*args)
+            try:
+                return f(*args)
+            except TypeError:
+                if not any(hasattr(a, "__cuda_array_interface__") for a in args):
+                    raise
+                from . import gpu                # device inputs run on the GPU
+                return gpu.call(self, args)
         if target == "interpret":               # the NumPy reference evaluator (dsl/interpret.py)
             from .interpret import call as _interpret
             return _interpret(self, args)
+        if target == "cuda" or (target is None and any(hasattr(a, "__cuda_array_interface__") for a in args)):
+            from . import gpu
+            return gpu.call(self, args, forced=target == "cuda")
         if target not in (None, "cpu"):
-            raise ValueError(f"unknown target {target!r} (expected 'cpu' or 'cuda')")
+            raise ValueError(f"unknown target {target!r} (expected 'cpu', 'cuda' or 'interpret')")
         ptypes = self._param_types(args)
         c = self._caller(ptypes)
         if self._fully_declared():

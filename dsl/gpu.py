@@ -1,0 +1,136 @@
+"""Running kernels on an NVIDIA GPU (SPEC section 6): device inputs (a `cuda.DeviceArray` or any
+object exposing `__cuda_array_interface__`) or `target="cuda"` run the kernel's PTX
+(compiler/codegen/nvptx.py) through the CUDA driver (runtime/cuda.py). Outputs are DeviceArrays;
+a scalar result comes back as a NumPy scalar. Mixed host and device arrays are a TypeError.
+
+Without a GPU or driver every GPU call raises `cuda.CudaUnavailableError` saying so."""
+from __future__ import annotations
+
+import ctypes
+import re
+import threading
+
+import numpy as np
+
+from runtime import Signature
+from runtime import cuda
+from runtime.abi import eval_dim, numpy_dtype
+from runtime.call import status_error
+
+from .lower import ParamType
+
+_lock = threading.Lock()
+
+
+def is_device(v) -> bool:
+    return hasattr(v, "__cuda_array_interface__")
+
+
+def _is_host_array(v) -> bool:
+    return isinstance(v, np.ndarray) and v.ndim > 0
+
+
+def check_placement(kernel, args, forced: bool):
+    """Device arrays with host arrays is a TypeError unless target='cuda' asked for the copy."""
+    dev = [k for k, a in enumerate(args) if is_device(a)]
+    host = [k for k, a in enumerate(args) if _is_host_array(a)]
+    if dev and host and not forced:
+        names = kernel.param_names(args)
+        raise TypeError(f"{kernel.name}(): mixed host and device inputs: parameter '{names[host[0]]}' is a "
+                        f"NumPy array and '{names[dev[0]]}' a device array; move them to one side "
+                        "(cuda.to_device(x), or x.get() for a device array)")
+
+
+def _param_type(name, a, declared):
+    if declared is not None:
+        return declared
+    if is_device(a):
+        arr = cuda.as_device_array(a)
+        dt = {"float32": "f32", "float64": "f64", "int32": "i32", "int64": "i64", "bool": "bool"}.get(str(arr.dtype))
+        if dt is None:
+            raise TypeError(f"parameter '{name}': unsupported device array dtype {arr.dtype}")
+        return ParamType(dt, tuple(f"_{name}_{k}" for k in range(arr.ndim)))
+    return None
+
+
+def call(kernel, args, forced: bool = False):
+    """Run `kernel` on the GPU."""
+    if not cuda.is_available():
+        raise cuda.CudaUnavailableError(cuda.unavailable_reason() or "no CUDA GPU is available")
+    check_placement(kernel, args, forced)
+    args = [cuda.as_device_array(a) if is_device(a) else
+            (cuda.to_device(np.ascontiguousarray(a)) if _is_host_array(a) else a) for a in args]
+    # parameter types: the host path's rules, with device arrays standing in by dtype and rank
+    stand_ins = [np.empty((0,) * a.ndim, dtype=a.dtype) if isinstance(a, cuda.DeviceArray) else a for a in args]
+    ptypes = kernel._param_types(stand_ins)
+    entry = _compiled(kernel, ptypes)
+    return _launch(kernel, entry, args)
+
+
+class _Entry:
+    def __init__(self, signature, function, module):
+        self.signature, self.function, self.module = signature, function, module
+
+
+def _compiled(kernel, ptypes) -> _Entry:
+    key = tuple((p.dtype, tuple(p.dims)) for p in ptypes)
+    cache = kernel.__dict__.setdefault("_gpu_entries", {})
+    with _lock:
+        if key not in cache:
+            from compiler.codegen import nvptx
+            from compiler.pipeline import prepare, signature_of
+            fn = prepare(kernel._lower_ir(ptypes))
+            symbol = re.sub(r"[^A-Za-z0-9_]", "_", kernel.name).strip("_") or "kernel"
+            ptx, sites = nvptx.emit_ptx(fn, symbol, kernel.boundscheck)
+            sig = Signature.from_json(signature_of(fn, symbol, sites))
+            module = cuda.Module(ptx, name=kernel.name)
+            cache[key] = _Entry(sig, module.get_function(symbol), module)
+        return cache[key]
+
+
+def _launch(kernel, entry: _Entry, args):
+    sig = entry.signature
+    if len(args) != len(sig.params):
+        raise TypeError(f"{kernel.name}() takes {len(sig.params)} argument(s), got {len(args)}")
+    dims, scalars, packed = {}, {}, []
+    for p, a in zip(sig.params, args):
+        if not p.dims:
+            if isinstance(a, cuda.DeviceArray):
+                raise TypeError(f"parameter '{p.name}': expected a scalar {p.dtype}, got a device array")
+            val = numpy_dtype(p.dtype).type(a)
+            scalars[p.name] = int(val) if p.dtype in ("i32", "i64") else val
+            packed.append(val)
+            continue
+        if not isinstance(a, cuda.DeviceArray):
+            raise TypeError(f"parameter '{p.name}': expected an array, got {type(a).__name__}")
+        if a.dtype != numpy_dtype(p.dtype) or a.ndim != len(p.dims):
+            raise TypeError(f"parameter '{p.name}': expected {p.dtype} of rank {len(p.dims)}, "
+                            f"got a {a.dtype} device array of shape {a.shape}")
+        for d, n in zip(p.dims, a.shape):
+            if isinstance(d, str):
+                if d in dims and dims[d] != n:
+                    raise ValueError(f"parameter '{p.name}': extent {d} = {n} differs from {dims[d]} "
+                                     "bound by an earlier parameter")
+                dims[d] = n
+            elif isinstance(d, int) and d != n:
+                raise ValueError(f"parameter '{p.name}': expected extent {d}, got {n}")
+        packed.append(ctypes.c_void_p(a.ptr))
+        packed += [ctypes.c_int64(n) for n in a.shape]
+    outs = []
+    for o in sig.outputs:
+        shape = tuple(eval_dim(d, dims, scalars) for d in o.dims)
+        buf = cuda.empty(shape if shape else (1,), numpy_dtype(o.dtype))
+        outs.append((o, buf, shape))
+        packed.append(ctypes.c_void_p(buf.ptr))
+        packed += [ctypes.c_int64(n) for n in shape]
+    status = cuda.zeros((1,), np.int32)
+    err = cuda.zeros((4,), np.int64)
+    packed += [ctypes.c_void_p(status.ptr), ctypes.c_void_p(err.ptr)]
+    # first version of the GPU code generator: one thread runs the kernel (see nvptx.py)
+    cuda.launch(entry.function, 1, 1, packed)
+    code = int(status.get()[0])
+    if code:
+        details = tuple(int(v) for v in err.get())
+        raise status_error(sig, code, details[1:3] if details[0] == code else None)
+    results = [buf if shape else buf.get()[0] for o, buf, shape in outs]
+    return tuple(results) if sig.tuple_result else results[0]
