@@ -344,6 +344,12 @@ def build_library(entries: list, out_dir: str, name: str, *, emit=("so", "h"), o
         for e in entries:
             texts.append(f"// {e.symbol}  ({e.kind} of {e.kernel})\n" + to_mlir(e.fn, e.symbol, boundscheck).text)
         mlir_text = "\n".join(texts) + "\n"      # before anything is written: it may raise
+    if "ptx" in emit:
+        from .codegen.nvptx import aot_ptx
+        ptx_text = aot_ptx(entries, boundscheck)           # before anything is written: it may raise
+        p = os.path.join(out_dir, f"{name}.ptx")
+        _atomic_write(p, f"// dslc {VERSION}: every entry point of {name} for NVIDIA GPUs (sm_90)\n" + ptx_text)
+        written.append(p)
     if "mlir" in emit:
         p = os.path.join(out_dir, f"{name}.mlir")
         _atomic_write(p, mlir_text)
@@ -372,7 +378,9 @@ def build_library(entries: list, out_dir: str, name: str, *, emit=("so", "h"), o
         written.append(so)
         manifest = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "abi": ABI_VERSION, "name": name,
-            "library": so_name, "sha256": sha256_file(so), "targets": ["cpu"],
+            "library": so_name, "sha256": sha256_file(so),
+            "targets": ["cpu"] + (["cuda"] if "ptx" in emit else []),
+            **({"ptx": f"{name}.ptx"} if "ptx" in emit else {}),
             "dslc_version": VERSION, "toolchain": toolchain(cc),
             "source": os.path.basename(source), "source_sha256": _source_hash(source),
             "opt_level": opt, "boundscheck": boundscheck,

@@ -78,3 +78,25 @@ def test_ptx_assembles(case, tmp_path):
 def test_derived_kernel_names_do_not_reach_llvm():
     # 'grad(b1)' is not a valid symbol; it is sanitised, and .asm() (host) works too
     assert "grad_b1" in grad(b1).lower(np.ones(3, np.float32)).asm()
+
+
+def test_dslc_target_cuda_writes_ptx_for_every_entry_point(tmp_path):
+    import json
+
+    from dsl.cli import main
+    src = tmp_path / "k.dsl"
+    src.write_text("def loss(w: f32[k], X: f32[n, k]) -> f32:\n"
+                   "    return sum(tanh(X @ w) ** 2)\n\n"
+                   "def scale(x: f64[n], a: f64) -> f64[n]:\n"
+                   "    out = zeros(n)\n"
+                   "    for i in range(n):\n"
+                   "        out[i] = a * x[i]\n"
+                   "    return out\n")
+    out = tmp_path / "build"
+    assert main([str(src), "-o", str(out), "--target", "cpu,cuda", "--derive", "jvp,vjp,grad", "-q"]) == 0
+    ptx = (out / "k.ptx").read_text()
+    for sym in ("loss", "loss_jvp", "loss_vjp", "loss_grad", "scale", "scale_jvp", "scale_vjp"):
+        assert f".entry {sym}(" in ptx
+    _assemble(ptx, tmp_path)
+    manifest = json.loads((out / "k.json").read_text())
+    assert manifest["targets"] == ["cpu", "cuda"] and manifest["ptx"] == "k.ptx"

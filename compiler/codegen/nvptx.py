@@ -135,3 +135,36 @@ def emit_ptx(fn: ir.Function, symbol: str, boundscheck: bool = True, arch: str =
         pb = llvm.create_pass_builder(tm, pto)
         pb.getModulePassManager().run(ref, pb)
     return tm.emit_assembly(ref), sites
+
+
+def aot_ptx(entries, boundscheck: bool = True, arch: str = DEFAULT_ARCH, opt: int = 3) -> str:
+    """One PTX module with a kernel per entry point (`entries`: objects with `.fn` (prepared IR)
+    and `.symbol`), for `dslc --target cuda`: each kernel takes the C entry point's arguments
+    followed by `int32* status, int64* err` in device memory."""
+    import re
+    _initialise()
+    symbols = [e.symbol for e in entries]
+    for sym in symbols:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", sym):
+            raise ValueError(f"invalid PTX entry name {sym!r}")
+    ref = None
+    for e in entries:
+        module, _ = build_module(e.fn, e.symbol, boundscheck)
+        m = llvm.parse_assembly(str(module))
+        if ref is None:
+            ref = m
+        else:
+            ref.link_in(m)
+    lib = llvm.parse_bitcode(_libdevice())
+    lib.triple = TRIPLE
+    lib.data_layout = DATA_LAYOUT
+    ref.link_in(lib)
+    for f in ref.functions:
+        if f.name not in symbols and not f.is_declaration:
+            f.linkage = "internal"
+    ref.verify()
+    tm = llvm.Target.from_triple(TRIPLE).create_target_machine(cpu=arch, features="+ptx80", opt=opt)
+    if opt > 0:
+        pb = llvm.create_pass_builder(tm, llvm.create_pipeline_tuning_options(speed_level=opt))
+        pb.getModulePassManager().run(ref, pb)
+    return tm.emit_assembly(ref)
