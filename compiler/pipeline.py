@@ -47,11 +47,19 @@ def signature_of(fn: ir.Function, symbol: str, sites) -> dict:
                        "col": s.loc.col, "text": s.loc.text} for s in sites]}
 
 
+def canonical_text(fn: ir.Function) -> str:
+    """The printed IR with opaque extents (`?N`, numbered per process) renumbered by first use,
+    so equal kernels get equal cache keys in every process."""
+    import re
+    names: dict = {}
+    return re.sub(r"\?\d+", lambda m: names.setdefault(m.group(0), f"?{len(names)}"), ir.print_function(fn))
+
+
 def cache_key(fn: ir.Function, boundscheck: bool) -> str:
     import llvmlite.binding as llvm
     backend.initialise()
     return cache.key_for(VERSION, backend.toolchain_version(), llvm.get_host_cpu_name(),
-                         llvm.get_host_cpu_features().flatten(), str(boundscheck), ir.print_function(fn),
+                         llvm.get_host_cpu_features().flatten(), str(boundscheck), canonical_text(fn),
                          fn.loc.filename, str(fn.loc.line), ",".join(fn.param_names),
                          ",".join(fn.result_names), str(fn.tuple_result))
 

@@ -147,6 +147,32 @@ def _returns_tuple(f, primals) -> bool:
     return f._caller(f._param_types(primals)).signature.tuple_result
 
 
+def _freeze(v):
+    return tuple(_freeze(x) for x in v) if isinstance(v, (list, tuple)) else v
+
+
+def _memoised(transform):
+    """Return the same derived kernel for the same (kernel, arguments): `grad(f)(x)` written
+    inside a loop compiles once, as `jax.jit(jax.grad(f))` users expect."""
+    import functools
+
+    @functools.wraps(transform)
+    def wrapper(f, *args, **kw):
+        key = (transform.__name__, _freeze(args), _freeze(tuple(sorted(kw.items()))))
+        try:
+            hash(key)
+        except TypeError:
+            return transform(f, *args, **kw)
+        cache = f.__dict__.setdefault("_derived", {})
+        k = cache.get(key)
+        if k is None:
+            k = cache[key] = transform(f, *args, **kw)
+        return k
+    return wrapper
+
+
+
+@_memoised
 def jacfwd(f: KernelBase, argnums=0, chunk_size: int | None = None) -> KernelBase:
     """The Jacobian of f w.r.t. args[argnums] (shape out.shape + in.shape), by vector-mode forward
     differentiation: the basis tangents go through one pass per chunk of columns (by default as
@@ -219,6 +245,7 @@ def _resolve_argnums(nums, fn):
     return tuple(k % n for k in nums)
 
 
+@_memoised
 def grad(f: KernelBase, argnums=0, unconnected: str = "zero") -> KernelBase:
     """A kernel returning d f / d args[argnums] for a scalar-valued f (reverse mode, one fused
     function). Inputs the output does not depend on get zeros, or None with unconnected="none"
@@ -260,6 +287,7 @@ class _NoneForUnconnected:
         return self.kernel.lower(*args)
 
 
+@_memoised
 def value_and_grad(f: KernelBase, argnums=0) -> KernelBase:
     """A kernel returning `(f(*args), grad)`; grad is a tuple when argnums is."""
     nums, as_tuple = _argnums(argnums)
@@ -270,6 +298,7 @@ def value_and_grad(f: KernelBase, argnums=0) -> KernelBase:
                          lambda pt: [], lambda names, pt: list(names), post=post)
 
 
+@_memoised
 def jacrev(f: KernelBase, argnums=0) -> KernelBase:
     """The Jacobian of f's single output w.r.t. args[argnums] (shape out.shape + in.shape) by
     reverse mode."""
@@ -279,6 +308,7 @@ def jacrev(f: KernelBase, argnums=0) -> KernelBase:
                          lambda pt: [], lambda names, pt: list(names))
 
 
+@_memoised
 def hessian(f: KernelBase, argnums=0) -> KernelBase:
     """`jacfwd(jacrev(f))`: forward over reverse."""
     return jacfwd(jacrev(f, argnums), argnums)
