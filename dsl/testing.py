@@ -171,6 +171,12 @@ def _compare(name, order, k, got, fd, atol, rtol):
         f"worst{where}: jvp {got[i]!r}, finite differences {fd[i]!r}")
 
 
+def _random_cotangents(rng, outs) -> list:
+    """One random cotangent per output, with the output's shape and dtype."""
+    return [np.asarray(rng.standard_normal(np.shape(o))).astype(np.asarray(o).dtype)
+            if np.ndim(o) else np.asarray(rng.standard_normal(), dtype=np.asarray(o).dtype)[()] for o in outs]
+
+
 def check_vjp(f, args: Sequence, atol: Optional[float] = None, rtol: Optional[float] = None,
               eps: Optional[float] = None, seed: int = 0) -> None:
     """Check `f.vjp` by the dot-product test against finite differences of `f`:
@@ -185,8 +191,7 @@ def check_vjp(f, args: Sequence, atol: Optional[float] = None, rtol: Optional[fl
     sig = f._caller(ptypes).signature
     outs = f(*args)
     outs = list(outs) if sig.tuple_result else [outs]
-    us = [np.asarray(rng.standard_normal(np.shape(o))).astype(np.asarray(o).dtype)
-          if np.ndim(o) else np.asarray(rng.standard_normal(), dtype=np.asarray(o).dtype)[()] for o in outs]
+    us = _random_cotangents(rng, outs)
     vs = [_random_like(rng, args[k], ptypes[k]) for k in fpos]
     low = "f32" if "f32" in [ptypes[k].dtype for k in fpos] + [o.dtype for o in sig.outputs] else "f64"
     eps = _EPS[low] if eps is None else eps
@@ -223,9 +228,7 @@ def check_grads(f, args: Sequence, modes=("fwd", "rev"), order: int = 2, **tol) 
                 outs = f(*args)
                 outs = list(outs) if sig.tuple_result else [outs]
                 rng = np.random.default_rng(1)
-                us = [np.asarray(rng.standard_normal(np.shape(o))).astype(np.asarray(o).dtype)
-                      if np.ndim(o) else np.asarray(rng.standard_normal(), dtype=np.asarray(o).dtype)[()]
-                      for o in outs]
+                us = _random_cotangents(rng, outs)
                 check_jvp(f.vjp, args + tuple(us), order=1, **tol)
         else:
             raise ValueError(f"check_grads: unknown mode {mode!r} (expected 'fwd' or 'rev')")

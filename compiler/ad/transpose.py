@@ -183,6 +183,16 @@ def vjp_function(fn: ir.Function, name: str | None = None, wrt: list | None = No
                        tuple_result=True, loc=fn.loc, boundscheck=fn.boundscheck)
 
 
+def _differentiable_argnums(fn: ir.Function, argnums) -> list:
+    """The sorted parameter indices to differentiate; an integer or bool one is a DslTypeError."""
+    from ..diagnostics import DslTypeError
+    for k in argnums:
+        if not is_float(fn.params[k].type.dtype):
+            raise DslTypeError(f"cannot differentiate with respect to parameter '{fn.param_names[k]}' "
+                               f"of type {fn.params[k].type}", fn.loc)
+    return sorted(set(argnums))
+
+
 def grad_function(fn: ir.Function, argnums: tuple, with_value: bool = False,
                   as_tuple: bool = False) -> ir.Function:
     """params -> [value,] d(scalar output)/d(params[k]) for k in argnums (one fused function)."""
@@ -193,12 +203,7 @@ def grad_function(fn: ir.Function, argnums: tuple, with_value: bool = False,
         got = ", ".join(str(v.type) for v in outs)
         raise DslTypeError(f"grad needs a kernel returning one floating-point scalar, '{fn.name}' returns {got} "
                            "(use vjp or jacrev for other outputs)", fn.loc)
-    float_idx = [k for k, p in enumerate(fn.params) if is_float(p.type.dtype)]
-    for k in argnums:
-        if k not in float_idx:
-            raise DslTypeError(f"cannot differentiate with respect to parameter '{fn.param_names[k]}' "
-                               f"of type {fn.params[k].type}", fn.loc)
-    wrt = sorted(set(argnums))
+    wrt = _differentiable_argnums(fn, argnums)
     vf = vjp_function(fn, wrt=wrt)
     params = [Value(p.type, p.hint, sym=p.sym) for p in fn.params]
     block = ir.Block(list(params))
@@ -243,12 +248,7 @@ def jacrev_function(fn: ir.Function, argnums: tuple, as_tuple: bool) -> ir.Funct
     if len(outs) != 1 or not is_float(outs[0].type.dtype):
         raise DslTypeError("jacrev needs a kernel with one floating-point output", fn.loc)
     out_t = outs[0].type
-    float_idx = [k for k, p in enumerate(fn.params) if is_float(p.type.dtype)]
-    for k in argnums:
-        if k not in float_idx:
-            raise DslTypeError(f"cannot differentiate with respect to parameter '{fn.param_names[k]}' "
-                               f"of type {fn.params[k].type}", fn.loc)
-    wrt = sorted(set(argnums))
+    wrt = _differentiable_argnums(fn, argnums)
     params = [Value(p.type, p.hint, sym=p.sym) for p in fn.params]
     block = ir.Block(list(params))
     b = Builder(block, loc=fn.loc)
