@@ -135,7 +135,8 @@ def cc_version(cc: str) -> str:
 def link_shared(obj: bytes, out_path: str, cc: str | None = None):
     cc = cc or find_cc()
     if not cc:
-        raise AotError("no C compiler found to link the shared library (install cc/gcc/clang or set $CC)")
+        raise AotError("no C compiler found to link the shared library (install cc/gcc/clang or set $CC; "
+                       "--emit h,ll,ir,ptx,mlir build without one)")
     with tempfile.TemporaryDirectory(prefix="dslc-aot-") as tmp:
         o = os.path.join(tmp, "kernels.o")
         with open(o, "wb") as f:
@@ -145,7 +146,8 @@ def link_shared(obj: bytes, out_path: str, cc: str | None = None):
         try:
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         except OSError as e:
-            raise AotError(f"could not run the C compiler {cc!r}: {e} (set $CC to a working compiler)")
+            raise AotError(f"could not run the C compiler {cc!r}: {e} (set $CC to a working compiler; "
+                           "--emit h,ll,ir,ptx,mlir build without one)")
         if r.returncode != 0:
             raise AotError(f"linking failed: {' '.join(cmd)}\n{r.stderr.strip()}")
         _atomic_copy(so, out_path)

@@ -251,3 +251,15 @@ def test_console_script_subprocess(tmp_path):
     assert r.stderr.startswith("bad.dsl:2:") and ": error: " in r.stderr and "^" in r.stderr
     r = run("k.dsl", "--emit")
     assert r.returncode == 2 and "usage: dslc" in r.stderr
+
+
+def test_missing_c_compiler_is_a_clear_error_and_other_outputs_still_build(tmp_path, monkeypatch, capsys):
+    from dsl.cli import main
+    src = tmp_path / "k.dsl"
+    src.write_text("def f(x: f64[n]) -> f64:\n    return sum(x * x)\n")
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    assert main([str(src), "-o", str(tmp_path / "b"), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "C compiler" in err and "--emit h,ll,ir" in err
+    assert main([str(src), "-o", str(tmp_path / "c"), "--emit", "h,ll,ir", "-q"]) == 0
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["k.h", "k.ir", "k.ll"]
