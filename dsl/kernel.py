@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import inspect
-import sys
 import threading
 from typing import Optional
 
@@ -324,4 +323,3 @@ def compile_source(text: str, filename: str = "<string>", boundscheck: bool = Tr
     return kernels
 
 
-_ = sys

@@ -15,7 +15,7 @@ from compiler.builder import Builder, promote_dtypes
 from compiler.diagnostics import (DslNameError, DslTypeError, DslValueError, Loc,
                                   UnsupportedError)
 from compiler.ir import Type, Value, is_float, is_int
-from compiler.prims.elementwise import BINARY_OPS, COMPARE_OPS, broadcast_shapes
+from compiler.prims.elementwise import BINARY_OPS, COMPARE_OPS
 
 from . import ast as A
 
@@ -216,7 +216,7 @@ class Lowering:
         dt, dims = parse_type(s.annotation, self)
         v = self.expr(s.value)
         if isinstance(v, TupleVal) or v.type.rank != len(dims):
-            raise self.error(DslTypeError, f"value does not match the annotation", s)
+            raise self.error(DslTypeError, "value does not match the annotation", s)
         self.assign(s.target, self.b.cast(v, dt), s)
 
     def stmt_AugAssign(self, s):

@@ -191,7 +191,6 @@ def jacfwd(f: KernelBase, argnums=0, chunk_size: int | None = None) -> KernelBas
                          lambda pt: [], lambda names, pt: list(names))
 
 
-_ = np
 
 
 def _output_types(f: KernelBase, base_pt) -> list:

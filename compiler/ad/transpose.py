@@ -14,7 +14,6 @@ from ..builder import Builder
 from ..diagnostics import UnsupportedError
 from ..ir import Type, Value, is_float
 from ..prims import PRIMS
-from .jacobian import clone_into
 from .jvp import jvp_function
 
 

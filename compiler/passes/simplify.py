@@ -120,4 +120,4 @@ def simplify(fn: ir.Function) -> ir.Function:
     return fn
 
 
-__all__ = ["simplify", "PRIMS"]
+__all__ = ["simplify"]

@@ -574,13 +574,11 @@ def _store_like_cg(cg, op):
 rule("store", "codegen")(_store_like_cg)
 rule("add_at", "codegen")(_store_like_cg)
 
-__all__ = ["slice_extent", "is_float"]
-_ = ll
 
 
 # ---- JVP rules -----------------------------------------------------------------------------------
 def _bcast_jvp(ctx, op, xs, ts):
-    x, dims = xs[0], xs[1:]
+    dims = xs[1:]
     if not ctx.batched:
         return [ctx.b.emit1("broadcast_in_dim", [ts[0]] + dims, op.attrs)]
     attrs = {"shape": ctx.tshape(op.results[0].type), "bdims": (0,) + tuple(a + 1 for a in op.attrs["bdims"])}
@@ -822,7 +820,7 @@ def _gather_T(tc, op, ct, lin):
 
 
 def _store_T(tc, op, ct, lin):
-    x, v = op.operands[0], op.operands[1]
+    v = op.operands[1]
     idx = [tc.primal(o) for o in op.operands[2:]]
     spec = op.attrs["spec"]
     b = tc.b

@@ -218,11 +218,10 @@ def _sign(cg, args, tin, tout, op):
     (x,) = args
     bd = cg.b
     if is_float(tin[0].dtype):
-        one, zero = ll.Constant(x.type, 1.0), ll.Constant(x.type, 0.0)
+        zero = ll.Constant(x.type, 0.0)
         pos = bd.uitofp(bd.fcmp_ordered(">", x, zero), x.type)
         neg = bd.uitofp(bd.fcmp_ordered("<", x, zero), x.type)
         s = bd.fsub(pos, neg)
-        del one
         return bd.select(bd.fcmp_unordered("uno", x, x), x, s)
     pos = bd.zext(bd.icmp_signed(">", x, ll.Constant(x.type, 0)), x.type)
     neg = bd.zext(bd.icmp_signed("<", x, ll.Constant(x.type, 0)), x.type)
