@@ -55,13 +55,28 @@ class Lowered:
         return A.dump(k.fdef)
 
     def ir(self, stage: str = "all") -> str:
-        """The SSA IR: `stage` is 'lowered' (as checked and lowered), 'optimized', or 'all' (both)."""
+        """The SSA IR. `stage`: 'source' (a derivative kernel's base kernel, before the derivative
+        passes), 'lowered' (as checked and lowered, after any derivative pass), 'optimized' (after
+        simplification), or 'all' (every stage that applies, labelled)."""
         after = ir.print_function(self._fn)
+        base = self._base_text()
+        if stage == "source":
+            return base if base is not None else self._before_text
         if stage == "lowered":
             return self._before_text
         if stage == "optimized":
             return after
-        return f"// lowered\n{self._before_text}\n\n// after simplification\n{after}"
+        parts = [] if base is None else [f"// before differentiation ({self.kernel.base.name})\n{base}"]
+        label = "after differentiation" if base is not None else "lowered"
+        parts += [f"// {label}\n{self._before_text}", f"// after simplification\n{after}"]
+        return "\n\n".join(parts)
+
+    def _base_text(self):
+        base = getattr(self.kernel, "base", None)
+        if base is None:
+            return None
+        nb = base._arity(self.ptypes)
+        return ir.print_function(base._lower_ir(tuple(self.ptypes[:nb])))
 
     def mlir(self) -> str:
         """The kernel (after any derivative pass and simplification) in MLIR's upstream dialects

@@ -150,3 +150,11 @@ def test_argnums_twice_is_value_error():
         grad(loss, argnums=(0, 0))
 
 
+
+
+def test_lowered_ir_shows_the_stages_of_a_derivative_kernel():
+    text = grad(b1).lower(np.ones(3)).ir()
+    assert "// before differentiation (b1)" in text and "// after simplification" in text
+    source = grad(b1).lower(np.ones(3)).ir("source")
+    assert "sin(" in source and "cos(" not in source          # the primal, before the AD pass
+    assert "cos(" in grad(b1).lower(np.ones(3)).ir("optimized")
