@@ -311,3 +311,14 @@ def test_reverse_loop_memory_grows_like_sqrt_T(tmp_path):
         grow[steps] = int(out.stdout.strip().splitlines()[-1]) / 1024      # MiB
     all_states_mib = 200_000 * 256 * 8 / 2 ** 20
     assert grow[200_000] < 40, (grow, all_states_mib)
+
+
+def test_reverse_over_forward_through_a_rank2_reshape():
+    @kernel
+    def sumsq(X: f64[m, n]) -> f64:
+        return sum(X * X * X)
+    X = np.random.default_rng(9).standard_normal((2, 3))
+    H = jacrev(jacfwd(sumsq))(X)            # jacfwd of a matrix input ends in a reshape
+    assert H.shape == (2, 3, 2, 3)
+    np.testing.assert_allclose(H.reshape(6, 6), np.diag(6 * X.ravel()), atol=1e-12)
+    np.testing.assert_allclose(hessian(sumsq)(X).reshape(6, 6), np.diag(6 * X.ravel()), atol=1e-12)

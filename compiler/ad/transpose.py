@@ -108,10 +108,18 @@ def _shape_dims(tc: TransposeContext, op: ir.Op, linear: set) -> list:
         x = op.operands[0]
         probe = b.emit1("slice", [tc.zeros(x)] + [tc.primal(o) for o in op.operands[1:]], op.attrs)
         return b.dims_of(probe)
+    if op.prim == "reshape":
+        return [tc.primal(d) for d in op.operands[1:]]
     if op.prim == "matmul":
         a, c = op.operands
         ad, cd = tc.dims(a), tc.dims(c)
-        return (ad[:-1] if a.type.rank == 2 else []) + (cd[1:] if c.type.rank == 2 else [])
+        batch = op.attrs.get("batch")
+        lead = [ad[0]] if batch == "lhs" else [cd[0]] if batch == "rhs" else []
+        if batch == "lhs":
+            ad = ad[1:]
+        elif batch == "rhs":
+            cd = cd[1:]
+        return lead + (ad[:-1] if len(ad) == 2 else []) + (cd[1:] if len(cd) == 2 else [])
     raise UnsupportedError(f"reverse mode: cannot size the result of '{op.prim}'", op.loc)
 
 

@@ -835,6 +835,15 @@ def _store_T(tc, op, ct, lin):
     return out
 
 
+def _reshape_T(tc, op, ct, lin):
+    # the transpose of a row-major reshape is the reshape back (the batch axis, if any, stays)
+    x = op.operands[0]
+    shape = tc.ct_shape(x.type.shape)
+    back = tc.b.emit1("reshape", [ct] + tc.ct_dims(tc.dims(x)), {"shape": shape})
+    return [back] + [None] * (len(op.operands) - 1)
+
+
+rule("reshape", "transpose")(_reshape_T)
 rule("broadcast_in_dim", "transpose")(_bcast_T)
 rule("reduce_sum", "transpose")(_reduce_sum_T)
 rule("matmul", "transpose")(_matmul_T)
