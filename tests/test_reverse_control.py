@@ -322,3 +322,39 @@ def test_reverse_over_forward_through_a_rank2_reshape():
     assert H.shape == (2, 3, 2, 3)
     np.testing.assert_allclose(H.reshape(6, 6), np.diag(6 * X.ravel()), atol=1e-12)
     np.testing.assert_allclose(hessian(sumsq)(X).reshape(6, 6), np.diag(6 * X.ravel()), atol=1e-12)
+
+
+@kernel
+def _scaled_mv(W: f64[m, k], x: f64[k], s: f64) -> f64:
+    return sum(tanh((W * s) @ x))
+
+
+@kernel
+def _scaled_mm_left(W: f64[m, k], X: f64[k, n], s: f64) -> f64:
+    return sum(tanh((W * s) @ X) ** 2)
+
+
+@kernel
+def _scaled_mm_right(W: f64[m, k], X: f64[k, n], s: f64) -> f64:
+    return sum(tanh(W @ (X * s)) ** 2)
+
+
+@pytest.mark.parametrize("f", [_scaled_mv, _scaled_mm_left, _scaled_mm_right])
+@pytest.mark.parametrize("argnum", [0, 1])
+def test_reverse_over_vector_mode_forward_through_batched_products(f, argnum):
+    # jacfwd along s pushes a (1-wide) batch of tangents: its products are batched matmuls,
+    # whose transposes the gradient needs
+    rng = np.random.default_rng(10)
+    args = [rng.standard_normal((2, 3)), rng.standard_normal(3) if f is _scaled_mv else rng.standard_normal((3, 4)), 0.7]
+    d = jacfwd(f, argnums=2)
+    g = grad(d, argnums=argnum)(*args)
+    np.testing.assert_allclose(g, fd(lambda z: d(*[z if i == argnum else a for i, a in enumerate(args)]), args[argnum]),
+                               rtol=1e-6, atol=1e-8)
+
+
+def test_unsupported_combination_is_a_located_error():
+    from dsl import UnsupportedError
+    rng = np.random.default_rng(11)
+    with pytest.raises(UnsupportedError, match="use jacfwd"):
+        jacrev(jacfwd(_scaled_mm_left, argnums=0), argnums=1)(rng.standard_normal((2, 3)),
+                                                              rng.standard_normal((3, 4)), 0.7)

@@ -20,7 +20,7 @@ from .. import ir
 from ..builder import Builder
 from ..diagnostics import UnsupportedError
 from ..ir import Type, Value
-from ..prims import PRIMS
+from ..prims import PRIMS, TypeRuleError
 from .jacobian import clone_into
 
 CONTROL = ("for", "while", "if")
@@ -305,7 +305,10 @@ class Reverse:
         rule = PRIMS[op.prim].transpose
         if rule is None:
             raise UnsupportedError(f"primitive '{op.prim}' has no transpose rule (needed for reverse mode)", op.loc)
-        contribs = rule(self.tc, op, ct, [o in self.linear for o in op.operands])
+        try:
+            contribs = rule(self.tc, op, ct, [o in self.linear for o in op.operands])
+        except TypeRuleError as e:              # a rule's own limitation, reported at the op
+            raise UnsupportedError(f"reverse mode: {e}", op.loc) from None
         for o, c in zip(op.operands, contribs):
             self.accumulate(ct_env, o, c)
 

@@ -775,9 +775,72 @@ def _T2(b, m):
     return b.emit1("transpose", [m], {"perm": (1, 0)})
 
 
+def _flatten_batch(tc, v, dims, keep_last: int):
+    """v (B, *rest) -> (B * prod(rest[:-keep_last]), *rest[-keep_last:]) as a reshape."""
+    b = tc.b
+    lead = dims[:len(dims) - keep_last]
+    n = b.const(1, "i64")
+    for d in lead:
+        n = b.binary("mul", n, d)
+    from ..ir import fresh_dim
+    shape = (fresh_dim(),) + tuple(v.type.shape[len(dims) - keep_last:])
+    return b.emit1("reshape", [v, n] + list(dims[len(dims) - keep_last:]), {"shape": shape})
+
+
+def _batched_matmul_T(tc, op, ct, lin):
+    """Transpose of a matmul whose lhs or rhs carries a leading batch axis (from vector-mode JVPs):
+    every case is a plain product of flattened or transposed operands."""
+    if tc.batched:
+        from ..diagnostics import UnsupportedError
+        raise UnsupportedError("reverse mode over cotangent batches (jacrev) of a product that is itself "
+                               "batched by forward mode (jacfwd) is not supported; use jacfwd(jacrev(f))",
+                               tc.b.loc)
+    b = tc.b
+    a, c = op.operands
+    ap, cp = tc.primal(a), tc.primal(c)
+    ad, cd = tc.dims(a), tc.dims(c)
+    out = [None, None]
+    if op.attrs["batch"] == "lhs":                 # a: (B, m, k), c: (k) or (k, n)
+        if lin[0]:
+            if c.type.rank == 1:                   # ct (B, m): outer products per batch
+                shape, dims = a.type.shape, ad
+                out[0] = b.emit1("mul", [b.broadcast_to(ct, shape, dims, bdims=(0, 1)),
+                                         b.broadcast_to(cp, shape, dims, bdims=(2,))])
+            else:                                  # ct (B, m, n) @ c.T
+                out[0] = b.emit1("matmul", [ct, _T2(b, cp)], {"batch": "lhs"})
+        if lin[1]:                                 # sum over the batch of a_b.T @ ct_b
+            af = _flatten_batch(tc, ap, ad, 1)     # (B*m, k)
+            cf = _flatten_batch(tc, ct, ad[:-1] + (cd[1:] if c.type.rank == 2 else []),
+                                1 if c.type.rank == 2 else 0)
+            out[1] = b.emit1("matmul", [cf, af]) if c.type.rank == 1 else b.emit1("matmul", [_T2(b, af), cf])
+    else:                                          # a: (m, k) or (k), c: (B, k, n)
+        if lin[1]:
+            if a.type.rank == 1:                   # ct (B, n): ct_c[b, p, j] = a[p] ct[b, j]
+                shape, dims = c.type.shape, cd
+                out[1] = b.emit1("mul", [b.broadcast_to(ap, shape, dims, bdims=(1,)),
+                                         b.broadcast_to(ct, shape, dims, bdims=(0, 2))])
+            else:                                  # a.T @ ct_b for every b
+                out[1] = b.emit1("matmul", [_T2(b, ap), ct], {"batch": "rhs"})
+        if lin[0]:                                 # sum over the batch of ct_b @ c_b.T
+            B, k, n = cd[0], cd[1], cd[2]
+            bn = b.binary("mul", B, n)
+            from ..ir import fresh_dim
+            cflat = b.emit1("reshape", [b.emit1("transpose", [cp], {"perm": (1, 0, 2)}), k, bn],
+                            {"shape": (c.type.shape[1], fresh_dim())})                 # (k, B*n)
+            if a.type.rank == 1:                   # ct (B, n) -> (B*n)
+                ctf = b.emit1("reshape", [ct, bn], {"shape": (fresh_dim(),)})
+                out[0] = b.emit1("matmul", [cflat, ctf])
+            else:                                  # ct (B, m, n) -> (m, B*n)
+                m = ad[0]
+                ctf = b.emit1("reshape", [b.emit1("transpose", [ct], {"perm": (1, 0, 2)}), m, bn],
+                              {"shape": (a.type.shape[0], fresh_dim())})
+                out[0] = b.emit1("matmul", [ctf, _T2(b, cflat)])
+    return out
+
+
 def _matmul_T(tc, op, ct, lin):
     if op.attrs.get("batch"):
-        raise TypeRuleError("reverse mode of a batched matmul is not supported")
+        return _batched_matmul_T(tc, op, ct, lin)
     a, c = op.operands
     b = tc.b
     ra, rc = a.type.rank, c.type.rank
