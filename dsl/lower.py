@@ -502,17 +502,20 @@ class Lowering:
         if op not in BINARY_OPS:
             raise self.error(UnsupportedError, f"operator '{op}' is not supported", node)
         v = self.b.binary(BINARY_OPS[op], a, b)
-        if op in ("//", "%", "**") and not is_float(v.type.dtype) and isinstance(v.owner, ir.Op):
-            v.owner.checked = True        # integer division by zero / negative power raises
+        if isinstance(v.owner, ir.Op) and (
+                (op in ("//", "%", "**") and not is_float(v.type.dtype))   # zero division, negative power
+                or _extents_checked_at_run_time(a.type.shape, b.type.shape)):
+            v.owner.checked = True        # raises even when the value is unused
         return v
 
     def matmul(self, a, b, node):
         if a.type.is_scalar or b.type.is_scalar:
             raise self.error(DslTypeError, "'@' needs arrays, not scalars (use '*')", node)
         a, b = self.b.promote(a, b)
-        if a.type.dtype == "bool" or (is_int(a.type.dtype)):
-            pass
-        return self.b.emit1("matmul", [self.b.strong(a), self.b.strong(b)])
+        r = self.b.emit1("matmul", [self.b.strong(a), self.b.strong(b)])
+        if a.type.shape[-1] != b.type.shape[0]:
+            r.owner.checked = True            # inner extents equal only at run time: checked even if unused
+        return r
 
     def expr_BinOp(self, n):
         return self.binop(n.op, self.expr(n.left), self.expr(n.right), n)
@@ -708,6 +711,15 @@ class Lowering:
         return TupleVal(results) if sub.tuple_result else results[0]
 
 
+def _extents_checked_at_run_time(s1, s2) -> bool:
+    """Whether broadcasting shapes s1 and s2 needs a run-time extent check (symbolic dims that
+    are not known to be equal)."""
+    for d1, d2 in zip(reversed(s1), reversed(s2)):
+        if d1 != d2 and d1 != 1 and d2 != 1:
+            return True
+    return False
+
+
 # ---- builtins -------------------------------------------------------------------------------------------
 def _unary_math(name):
     def f(L, n):
@@ -767,7 +779,10 @@ def _reduction(name):
             for a in axes:
                 count = L.b.binary("mul", count, L.b.dim(v, a))
             return L.b.binary("div", s, L.b.cast(count, v.type.dtype))
-        return L.b.emit1(REDUCTIONS[name], [L.b.strong(v)], {"axes": axes})
+        r = L.b.emit1(REDUCTIONS[name], [L.b.strong(v)], {"axes": axes})
+        if name in ("max", "min"):
+            r.owner.checked = True            # an empty reduction raises even when unused
+        return r
     return f
 
 
@@ -825,7 +840,10 @@ def _constructor(fill):
         val = L.value(n.args[1]) if fill is None else L.b.const(fill, dt)
         if not val.type.is_scalar:
             raise L.error(DslTypeError, "full() needs a scalar fill value", n.args[1])
-        return L.b.full(val, shape, dims, dt)
+        r = L.b.full(val, shape, dims, dt)
+        if any(not isinstance(d, int) for d in shape) and isinstance(r.owner, ir.Op):
+            r.owner.checked = True            # a computed extent may be negative: checked even if unused
+        return r
     return f
 
 

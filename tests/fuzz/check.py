@@ -253,9 +253,15 @@ def _check_derivatives(prog, f, args, rng, res, got):
 
 
 def _check_vjp(prog, f, args, rng, res, fpos, tangents, got, jhi, nout):
-    cts = [_tangent_like(rng, o, prog.ftype) if np.ndim(o) else
-           float((np.float32 if prog.ftype == "f32" else np.float64)(rng.standard_normal()))
-           for o in got[1]]
+    def cotangent(o):
+        # an output's cotangent has the output's dtype; integer and bool outputs have a zero
+        # derivative, so theirs is zero (and adds nothing to the dot-product test)
+        dt = np.asarray(o).dtype
+        if dt.kind in "biu":
+            return np.zeros(np.shape(o), dt) if np.ndim(o) else dt.type(0)
+        return _tangent_like(rng, o, prog.ftype) if np.ndim(o) else \
+            float((np.float32 if prog.ftype == "f32" else np.float64)(rng.standard_normal()))
+    cts = [cotangent(o) for o in got[1]]
     vargs = list(args) + cts
     try:
         vfn = f.vjp._lower_ir(f.vjp._param_types(vargs))
