@@ -1,13 +1,11 @@
 """The on-disk cache of compiled kernels: object code + signature, keyed by the lowered IR,
 the target and the toolchain. Entries are written atomically and checked by checksum, so
-processes sharing a directory never read a partial entry; a bad entry is rebuilt."""
+processes sharing a directory never read a partial entry; a bad entry is rebuilt.
+(hashlib, json, ... are imported where used: warmstart.py needs only `cache_dir` and a warm process
+should not pay for them.)"""
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import tempfile
-import warnings
 
 MAGIC = b"DSLC1\n"
 
@@ -17,6 +15,7 @@ def cache_dir() -> str:
 
 
 def key_for(*parts: str) -> str:
+    import hashlib
     h = hashlib.sha256()
     for p in parts:
         h.update(p.encode())
@@ -24,9 +23,12 @@ def key_for(*parts: str) -> str:
     return h.hexdigest()[:40]
 
 
-def load(key: str):
-    """(object bytes, metadata dict) or None when absent or corrupt."""
-    path = os.path.join(cache_dir(), key + ".dslc")
+def load(key: str, directory: str | None = None):
+    """(object bytes, metadata dict) or None when absent or corrupt. `directory` overrides
+    $DSLC_CACHE_DIR (a background job keeps the directory it was queued for)."""
+    import hashlib
+    import json
+    path = os.path.join(directory or cache_dir(), key + ".dslc")
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -51,6 +53,10 @@ def load(key: str):
 
 
 def store(key: str, obj: bytes, meta: dict) -> None:
+    import hashlib
+    import json
+    import tempfile
+    import warnings
     d = cache_dir()
     mj = json.dumps(meta, sort_keys=True).encode()
     rest = b"%016d" % len(mj) + mj + obj

@@ -20,6 +20,7 @@ class Compiled:
     signature: dict
     c_address: int
     py_address: int
+    key: str = ""          # the disk-cache key of its object code ("" when not cached)
 
 
 def prepare(fn: ir.Function) -> ir.Function:
@@ -72,14 +73,16 @@ def compile_function(fn: ir.Function, boundscheck: bool = True, use_cache: bool 
     with _compile_lock:
         addr = jit.address(symbol)
         if addr:
-            return Compiled(symbol, jit.signatures[symbol], addr, jit.address(symbol + "__py"))
+            return Compiled(symbol, jit.signatures[symbol], addr, jit.address(symbol + "__py"),
+                            key if use_cache else "")
         hit = cache.load(key) if use_cache else None
         if hit is not None:
             obj, meta = hit
             jit.add_object(symbol, obj)
             sig = meta["signature"]
         else:
-            module, sites = backend.build_module(fn, symbol, boundscheck, name=symbol, vector_math="host", blas=True)
+            module, sites = backend.build_module(fn, symbol, boundscheck, name=symbol, vector_math="host", blas=True,
+                                                    threads=True)
             sig = signature_of(fn, symbol, sites)
             ref = backend.parse_and_optimise(module, jit.tm)
             ref.name = symbol
@@ -87,4 +90,4 @@ def compile_function(fn: ir.Function, boundscheck: bool = True, use_cache: bool 
             if use_cache and obj:
                 cache.store(key, obj, {"signature": sig})
         jit.signatures[symbol] = sig
-        return Compiled(symbol, sig, jit.address(symbol), jit.address(symbol + "__py"))
+        return Compiled(symbol, sig, jit.address(symbol), jit.address(symbol + "__py"), key if use_cache else "")

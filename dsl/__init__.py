@@ -1,4 +1,8 @@
-"""dslc's front end: write array kernels in a Python-like DSL, compile them, differentiate them."""
+"""dslc's front end: write array kernels in a Python-like DSL, compile them, differentiate them.
+
+Importing this package is cheap on purpose (issue 7's warm start): the parser (lark), the
+compiler and LLVM are imported when a kernel is first parsed or compiled, and `dsl.testing` /
+`dsl.cuda` when first used."""
 from compiler.diagnostics import (DslcError, DslNameError, DslSyntaxError, DslTypeError,
                                   DslValueError, UnsupportedError)
 
@@ -12,5 +16,12 @@ from .transforms import grad, hessian, hvp, jacfwd, jacrev, jvp, value_and_grad,
 
 __all__ += ["jvp", "jacfwd", "jacrev", "hessian", "hvp", "vjp", "grad", "value_and_grad"]
 
-from . import testing  # noqa: E402,F401  (dsl.testing.check_jvp)
-from . import cuda  # noqa: E402,F401  (dsl.cuda: GPU helpers, SPEC section 1)
+_LAZY_SUBMODULES = ("testing", "cuda")   # dsl.testing.check_jvp; dsl.cuda: GPU helpers (SPEC section 1)
+
+
+def __getattr__(name):
+    # `dsl.cuda` / `dsl.testing` without importing them (runtime.cuda alone is ~1000 lines) until used
+    if name in _LAZY_SUBMODULES:
+        import importlib
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,6 +18,7 @@ from compiler.ir import Type, Value, is_float, is_int
 from compiler.prims.elementwise import BINARY_OPS, COMPARE_OPS
 
 from . import ast as A
+from .dtypes import ParamType
 
 DTYPE_NAMES = {"f32": "f32", "f64": "f64", "i32": "i32", "i64": "i64", "bool": "bool", "bool_": "bool",
                "float32": "f32", "float64": "f64", "int32": "i32", "int64": "i64"}
@@ -36,12 +37,6 @@ class TupleVal:
 @dataclass
 class Undefined:
     why: str
-
-
-@dataclass
-class ParamType:
-    dtype: str
-    dims: tuple          # () for scalars
 
 
 class Lowering:

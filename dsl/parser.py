@@ -742,6 +742,12 @@ _LOCK = threading.RLock()
 _PARSER = None          # (Lark, DslIndenter, _Builder)
 
 
+_OPTIONS = dict(parser="lalr", lexer=DslLexer, maybe_placeholders=False)
+#: options given again when loading saved tables (lark does not save them)
+_RUN_OPTIONS = ("postlex", "transformer", "propagate_positions")
+_TABLES_MAGIC = b"DSLCLARK1\n"
+
+
 def _get_parser():
     global _PARSER
     if _PARSER is None:
@@ -749,10 +755,68 @@ def _get_parser():
             grammar = f.read()
         indenter = DslIndenter()
         builder = _Builder()
-        lark = Lark(grammar, parser="lalr", lexer=DslLexer, postlex=indenter,
-                    transformer=builder, propagate_positions=False, maybe_placeholders=False)
-        _PARSER = (lark, indenter, builder)
+        _PARSER = (_build_lark(grammar, indenter, builder), indenter, builder)
     return _PARSER
+
+
+def _build_lark(grammar: str, indenter, builder) -> Lark:
+    """The LALR parser. Building its tables takes ~150 ms, so they are saved in the kernel cache
+    directory (keyed by the grammar, the options, lark's and Python's versions; checksummed and
+    written atomically like the kernel cache) and loaded from there (~10 ms) by later processes."""
+    import sys
+    import lark as lark_pkg
+    from compiler import cache
+    from compiler.warmstart import key_for
+    key = key_for("lark-tables", grammar, repr(sorted((k, repr(v)) for k, v in _OPTIONS.items())),
+                  lark_pkg.__version__, sys.version)
+    path = os.path.join(cache.cache_dir(), f"lark-{key}.tables")
+    run = dict(postlex=indenter, transformer=builder, propagate_positions=False)
+    loaded = _load_tables(path, run)
+    if loaded is not None:
+        return loaded
+    lark = Lark(grammar, **_OPTIONS, **run)
+    _save_tables(lark, path)
+    return lark
+
+
+def _load_tables(path: str, run: dict):
+    import io
+    from compiler.warmstart import digest
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        body = data[len(_TABLES_MAGIC):]
+        if not data.startswith(_TABLES_MAGIC) or digest(body[40:]).encode() != body[:40]:
+            raise ValueError("corrupt parser tables")
+        return Lark.__new__(Lark)._load(io.BytesIO(body[40:]), **run)
+    except FileNotFoundError:
+        return None
+    except Exception:                   # corrupt, or another lark: build them again
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        return None
+
+
+def _save_tables(lark: Lark, path: str):
+    import io
+    import tempfile
+    from compiler.warmstart import digest
+    tmp = None
+    try:
+        buf = io.BytesIO()
+        lark.save(buf, exclude_options=_RUN_OPTIONS)
+        body = buf.getvalue()
+        d = os.path.dirname(path)
+        os.makedirs(d, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
+        with os.fdopen(fd, "wb") as f:
+            f.write(_TABLES_MAGIC + digest(body).encode() + body)
+        os.replace(tmp, path)
+    except Exception:                   # read-only cache directory, ...: only slower next time
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 # ---------------------------------------------------------------------------

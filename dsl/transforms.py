@@ -1,20 +1,58 @@
 """Derivative transforms. Each returns a `Kernel` whose IR is produced by an IR-to-IR pass over
 its base kernel's IR, so transforms compose (`f.jvp.jvp`, `jacfwd(f.jvp)`) and every derivative
-compiles to one fused native function."""
+compiles to one fused native function.
+
+The AD passes (compiler/ad) are imported by the transforms when they run, not here: making
+`grad(f)` is cheap, and calling it needs no compiler at all when it is warm-started
+(dsl/kernel.py). Each derived kernel carries a `spec`, the text of the transform and its
+arguments, which with its base kernel's identity keys its warm-start records."""
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
-from compiler import ir
-from compiler.ad.jvp import jvp_function
-from compiler.ad.jacobian import jacfwd_function
-from compiler.ad.transpose import grad_function, jacrev_function, unconnected_params, vjp_function
-from compiler.ir import is_float
-
+from .dtypes import ParamType
 from .kernel import KernelBase
-from .lower import ParamType
+
+if TYPE_CHECKING:                           # annotations only
+    from compiler import ir
+
+
+def is_float(dtype: str) -> bool:
+    """compiler.ir.is_float, without importing the IR module (~4 ms) into a warm process."""
+    return dtype in ("f32", "f64")
+
+
+# the AD passes, imported on first use (compiler.ad pulls in the IR, the builder and the primitives)
+def jvp_function(*a, **kw):
+    from compiler.ad.jvp import jvp_function as f
+    return f(*a, **kw)
+
+
+def jacfwd_function(*a, **kw):
+    from compiler.ad.jacobian import jacfwd_function as f
+    return f(*a, **kw)
+
+
+def grad_function(*a, **kw):
+    from compiler.ad.transpose import grad_function as f
+    return f(*a, **kw)
+
+
+def jacrev_function(*a, **kw):
+    from compiler.ad.transpose import jacrev_function as f
+    return f(*a, **kw)
+
+
+def vjp_function(*a, **kw):
+    from compiler.ad.transpose import vjp_function as f
+    return f(*a, **kw)
+
+
+def unconnected_params(*a, **kw):
+    from compiler.ad.transpose import unconnected_params as f
+    return f(*a, **kw)
 
 
 class DerivedKernel(KernelBase):
@@ -23,9 +61,10 @@ class DerivedKernel(KernelBase):
 
     def __init__(self, base: KernelBase, name: str, transform: Callable[[ir.Function], ir.Function],
                  extra: Callable[[tuple], list], names: Callable[[list, tuple], list], check=None,
-                 post: Callable | None = None):
+                 post: Callable | None = None, spec: str | None = None):
         self.base = base
         self._post = post
+        self._spec = spec               # e.g. "grad((0,),False)"; None: never warm-started
         self._init_base(name, base.boundscheck)
         self._transform = transform
         self._extra = extra
@@ -41,6 +80,12 @@ class DerivedKernel(KernelBase):
 
     def _arity(self, seq) -> int:
         return self.base._arity(seq) + len(self._extra(self._base_types(seq)))
+
+    def _warm_identity(self) -> str | None:
+        base = self.base._warm_identity()
+        if self._spec is None or base is None or self.backend != "native":
+            return None
+        return f"{self._spec}<{base}>"
 
     def _fully_declared(self) -> bool:
         return self.base._fully_declared()
@@ -63,9 +108,14 @@ class DerivedKernel(KernelBase):
         return fn
 
     def __call__(self, *args, target=None):
-        if self._check is not None:
-            self._check(self, args)
-        out = KernelBase.__call__(self, *args, target=target)
+        try:
+            out = KernelBase.__call__(self, *args, target=target)
+        except (TypeError, ValueError):
+            # the compiled entry point's checks already refuse a bad tangent; this Python check
+            # (~10 us, so not on every call) names the primal parameter it belongs to
+            if self._check is not None:
+                self._check(self, args)
+            raise
         return self._post(out) if self._post is not None else out
 
 
@@ -116,7 +166,7 @@ def jvp_kernel(f: KernelBase, only: tuple | None = None) -> DerivedKernel:
                                                               [p.type for p in fn.params])),
         lambda pt: [pt[k] for k in pos(pt)],
         lambda names, pt: _unique(list(names) + [names[k] + "_dot" for k in pos(pt)]),
-        _check_tangents if only is None else None)
+        _check_tangents if only is None else None, spec="jvp" + suffix)
 
 
 def jvp(f: KernelBase, primals: Sequence, tangents: Sequence):
@@ -188,7 +238,8 @@ def jacfwd(f: KernelBase, argnums=0, chunk_size: int | None = None) -> KernelBas
     nums = argnums if isinstance(argnums, tuple) else (argnums,)
     return DerivedKernel(f, f"jacfwd({f.name})",
                          lambda fn: jacfwd_function(fn, nums, isinstance(argnums, tuple), chunk_size),
-                         lambda pt: [], lambda names, pt: list(names))
+                         lambda pt: [], lambda names, pt: list(names),
+                         spec=f"jacfwd({nums!r},{isinstance(argnums, tuple)},{chunk_size!r})")
 
 
 
@@ -203,7 +254,8 @@ def vjp_kernel(f: KernelBase) -> DerivedKernel:
     return DerivedKernel(
         f, f.name + ".vjp", lambda fn: vjp_function(fn, name=fn.name + "_vjp"),
         lambda pt: _output_types(f, pt),
-        lambda names, pt: _unique(list(names) + [f"ct{k}" for k in range(len(_output_types(f, pt)))]))
+        lambda names, pt: _unique(list(names) + [f"ct{k}" for k in range(len(_output_types(f, pt)))]),
+        spec="vjp")
 
 
 def vjp(f: KernelBase, *primals):
@@ -254,7 +306,7 @@ def grad(f: KernelBase, argnums=0, unconnected: str = "zero") -> KernelBase:
         raise ValueError("unconnected must be 'zero' or 'none'")
     k = DerivedKernel(f, f"grad({f.name})",
                       lambda fn: grad_function(fn, _resolve_argnums(nums, fn), as_tuple=as_tuple),
-                      lambda pt: [], lambda names, pt: list(names))
+                      lambda pt: [], lambda names, pt: list(names), spec=f"grad({nums!r},{as_tuple})")
     if unconnected == "none":
         return _NoneForUnconnected(k, f, nums, as_tuple)
     return k
@@ -294,7 +346,8 @@ def value_and_grad(f: KernelBase, argnums=0) -> KernelBase:
     # a 1-tuple argnums still returns (value, (grad,)); the kernel itself returns a flat tuple
     return DerivedKernel(f, f"value_and_grad({f.name})",
                          lambda fn: grad_function(fn, _resolve_argnums(nums, fn), with_value=True),
-                         lambda pt: [], lambda names, pt: list(names), post=post)
+                         lambda pt: [], lambda names, pt: list(names), post=post,
+                         spec=f"value_and_grad({nums!r},{as_tuple})")
 
 
 @_memoised
@@ -304,7 +357,7 @@ def jacrev(f: KernelBase, argnums=0) -> KernelBase:
     nums, as_tuple = _argnums(argnums)
     return DerivedKernel(f, f"jacrev({f.name})",
                          lambda fn: jacrev_function(fn, _resolve_argnums(nums, fn), as_tuple),
-                         lambda pt: [], lambda names, pt: list(names))
+                         lambda pt: [], lambda names, pt: list(names), spec=f"jacrev({nums!r},{as_tuple})")
 
 
 @_memoised

@@ -12,8 +12,6 @@ a library needs neither the compiler (llvmlite, lark) nor the `dsl` front end.
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import json
 import os
 import sys
 
@@ -86,6 +84,7 @@ class Library:
 
 
 def _sha256(path: str) -> str:
+    import hashlib                      # here, not at the top: importing runtime stays cheap
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -133,6 +132,7 @@ def _read_manifest(manifest_path: str) -> dict:
             raw = f.read()
     except OSError as e:
         raise LibraryError(f"cannot read the dslc library manifest {manifest_path!r}: {e}") from None
+    import json
     try:
         m = json.loads(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
