@@ -402,6 +402,24 @@ def _store(it, op, xs, env):
     return [dst]
 
 
+def _basis(it, op, xs, env):
+    """rows start .. start+count of the identity of X's space, each scaled (compiler/prims/basis.py)."""
+    start, count, scale = int(xs[0]), int(xs[1]), xs[2]
+    dims = _extents(it, op, xs[3:])
+    n = int(np.prod(dims, dtype=np.int64))
+    flat_scale = np.broadcast_to(scale, dims).reshape(-1)
+    out = np.zeros((max(count, 0), n), dtype=np.asarray(scale).dtype)
+    for w in range(max(count, 0)):
+        if 0 <= start + w < n:
+            out[w, start + w] = flat_scale[start + w]
+    return [out.reshape([max(count, 0)] + dims)]
+
+
+def _empty(it, op, xs, env):
+    # unspecified contents in compiled code (every element is written before it is read)
+    return [np.zeros(_extents(it, op, xs), dtype=it.np_dtype(op.attrs["dtype"]))]
+
+
 # ---- control flow ------------------------------------------------------------------------------------
 def _for(it, op, xs, env):
     lo, hi, step = (int(v) for v in xs[:3])
@@ -465,6 +483,8 @@ _IMPL = {
     "matmul": _matmul,
     "transpose": _transpose,
     "reshape": _reshape,
+    "basis": _basis,
+    "empty": _empty,
     "index": _index,
     "slice": _slice,
     "store": _store,

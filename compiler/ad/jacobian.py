@@ -30,8 +30,12 @@ def _subst_attrs(attrs, subst):
     return out
 
 
+def _subst_sym(sym, subst):
+    return _subst_dim(sym, subst) if subst and sym is not None else sym
+
+
 def clone_region(b: Builder, block: ir.Block, env: dict, subst=None, checks: bool = True) -> ir.Block:
-    new = ir.Block([Value(_subst_type(a.type, subst), a.hint, sym=a.sym) for a in block.args])
+    new = ir.Block([Value(_subst_type(a.type, subst), a.hint, sym=_subst_sym(a.sym, subst)) for a in block.args])
     for a, na in zip(block.args, new.args):
         env[a] = na
     with b.at(new):
@@ -46,7 +50,7 @@ def clone_into(b: Builder, op: ir.Op, env: dict, subst=None, checks: bool = True
     regions = [clone_region(b, r, env, subst, checks) for r in op.regions]
     results = []
     for r in op.results:
-        nr = Value(_subst_type(r.type, subst), r.hint, sym=r.sym)
+        nr = Value(_subst_type(r.type, subst), r.hint, sym=_subst_sym(r.sym, subst))
         env[r] = nr
         results.append(nr)
     new = ir.Op(op.prim, [env.get(o, o) for o in op.operands], results, _subst_attrs(op.attrs, subst),
@@ -73,7 +77,8 @@ def size_of(b: Builder, x: Value) -> Value:
 def identity_basis(b: Builder, x: Value, start: Value | None = None, count: Value | None = None,
                    size_sym=None) -> Value:
     """Rows start .. start+count of I reshaped to (N, *x.shape), N = x.size: row w is the
-    (start + w)-th unit vector of x's space (all N rows by default)."""
+    (start + w)-th unit vector of x's space (all N rows by default). A symbolic `basis` op
+    (compiler/prims/basis.py): evaluated lazily, and rewritten away where its consumer allows."""
     dims = b.dims_of(x)
     if count is None:
         n = size_of(b, x)
@@ -83,21 +88,10 @@ def identity_basis(b: Builder, x: Value, start: Value | None = None, count: Valu
             size_sym = ir.dim_op("mul", size_sym, s_)
     else:
         n, size_sym = count, (size_sym or ir.fresh_dim())
+    if start is None:
+        start = b.const(0, "i64")
     shape = (size_sym,) + tuple(x.type.shape)
-    zero = b.const(0, x.type.dtype)
-    basis = b.broadcast_to(zero, shape, [n] + dims, bdims=())
-    body = ir.Block([Value(ir.Type("i64"), "w"), Value(basis.type, "basis")])
-    with b.at(body):
-        w, cur = body.args
-        idx, rest = [w], (w if start is None else b.binary("add", w, start))
-        for k in reversed(range(x.type.rank)):
-            idx.insert(1, b.emit1("mod", [rest, dims[k]]) if k > 0 else rest)
-            if k > 0:
-                rest = b.emit1("floordiv", [rest, dims[k]])
-        one = b.const(1, x.type.dtype)
-        new = b.emit1("store", [cur, one] + idx, {"spec": "i" * (x.type.rank + 1)})
-        b.terminate("yield", [new])
-    return b.emit1("for", [b.const(0, "i64"), n, b.const(1, "i64"), basis], {"types": (basis.type,)}, [body])
+    return b.emit1("basis", [start, n, b.const(1, x.type.dtype)] + dims, {"shape": shape})
 
 
 def _dim_value(b: Builder, d, fn: ir.Function, params: list):
@@ -123,6 +117,44 @@ def _dim_value(b: Builder, d, fn: ir.Function, params: list):
 CHUNK_BUDGET = 1 << 24        # elements of the (chunk, *out) tangent block
 
 
+def _mentions(d, sym) -> bool:
+    if isinstance(d, tuple):
+        return any(_mentions(x, sym) for x in d[1:])
+    return d == sym
+
+
+def lazy_in_batch(fn: ir.Function, wsym) -> bool:
+    """Simplify `fn` (a throw-away candidate: the basis pushed through whole, its batch axis of
+    symbolic extent `wsym`) and say whether every op that reads or makes a batched value is
+    elementwise or a view. Then the basis has been rewritten away (compiler/prims/basis.py) or is
+    read lazily, the Jacobian is one fused expression evaluated straight into the output, and
+    chunking the basis would save no memory: jacfwd/jacrev emit it unchunked."""
+    from ..passes import simplify
+    from ..prims import PRIMS
+    simplify(fn)
+
+    def batched(v):
+        return any(_mentions(d, wsym) for d in v.type.shape)
+    for op in ir.walk_ops(fn.body):
+        if op.prim in ("return", "yield", "dim"):
+            continue
+        if any(batched(v) for v in op.operands) or any(batched(r) for r in op.results):
+            if op.prim not in PRIMS or PRIMS[op.prim].kind not in ("elementwise", "view"):
+                return False
+    return True
+
+
+def _jacfwd_lazy(fn: ir.Function, vjvp: ir.Function, params: list, x: Value) -> bool:
+    """jacfwd of x in one unchunked pass is one lazy expression (see `lazy_in_batch`)."""
+    wsym = ir.fresh_dim()
+    block = ir.Block()
+    cb = Builder(block, loc=fn.loc)
+    basis = identity_basis(cb, x, start=cb.const(0, "i64"), count=size_of(cb, x), size_sym=wsym)
+    res = inline(cb, vjvp, params + [basis], {W_DIM: wsym})
+    cb.terminate("return", res[len(res) // 2:])
+    return lazy_in_batch(ir.Function("candidate", list(params), block, list(fn.param_names), loc=fn.loc), wsym)
+
+
 def jacfwd_function(fn: ir.Function, argnums: tuple, as_tuple: bool, chunk: int | None = None) -> ir.Function:
     """params -> Jacobian(s) of every output w.r.t. params[argnums], shape out.shape + in.shape.
 
@@ -144,15 +176,16 @@ def jacfwd_function(fn: ir.Function, argnums: tuple, as_tuple: bool, chunk: int 
         vjvp = jvp_function(fn, vector=True, wrt=[k])
         out_types = [t for t in fn.result_types]
         out_dims = [[_dim_value(b, d, fn, params) for d in t.shape] for t in out_types]
-        if any(d is None for ds in out_dims for d in ds):
-            # an output extent known only by running the kernel: one chunk
+        if any(d is None for ds in out_dims for d in ds) or (chunk is None and _jacfwd_lazy(fn, vjvp, params, x)):
+            # an output extent known only by running the kernel, or a Jacobian computed lazily
+            # (e.g. predict's s(1-s)[:, None] * inputs): one chunk
             basis = identity_basis(b, x)
             res = inline(b, vjvp, params + [basis], {W_DIM: basis.type.shape[0]})
             touts = res[len(res) // 2:]
+            outs.extend(_basis_axis_last(b, t, x) for t in touts)
         else:
-            touts = _chunked_tangents(b, fn, vjvp, params, x, out_types, out_dims, chunk)
-        for t in touts:
-            outs.append(_basis_axis_last(b, t, x))
+            jacs = _chunked_tangents(b, fn, vjvp, params, x, out_types, out_dims, chunk)
+            outs.extend(_unflatten_last(b, j, x) for j in jacs)
     b.terminate("return", outs)
     names = [f"jac{k}" for k in range(len(outs))]
     return ir.Function(f"jacfwd_{fn.name}", params, block, list(fn.param_names), names,
@@ -160,7 +193,9 @@ def jacfwd_function(fn: ir.Function, argnums: tuple, as_tuple: bool, chunk: int 
 
 
 def _chunked_tangents(b, fn, vjvp, params, x, out_types, out_dims, chunk):
-    """(N, *out) tangents for every output, the basis pushed through in chunks."""
+    """(*out, N) Jacobians for every output, the basis pushed through in chunks: chunk c0 is
+    stored transposed into the columns c0:c0+cnt, so the result needs no final transposition
+    (and a chunk computed lazily, e.g. rows of a matrix picked by the basis, is one pass)."""
     n = size_of(b, x)
     one = b.const(1, "i64")
     total = one
@@ -179,9 +214,8 @@ def _chunked_tangents(b, fn, vjvp, params, x, out_types, out_dims, chunk):
         nsym = ir.dim_op("mul", nsym, s_)
     jac0 = []
     for t, ds in zip(out_types, out_dims):
-        shape = (nsym,) + tuple(t.shape)
-        jac0.append(b.broadcast_to(b.const(0, t.dtype), shape, [n] + ds, bdims=()))
-    # for c0 in range(0, n, c): jac[c0:c0+cnt] = J @ basis[c0:c0+cnt]
+        jac0.append(b.emit1("empty", ds + [n], {"shape": tuple(t.shape) + (nsym,), "dtype": t.dtype}))
+    # for c0 in range(0, n, c): jac[..., c0:c0+cnt] = (J @ basis[c0:c0+cnt].T)
     body = ir.Block([Value(ir.Type("i64"), "c0")] + [Value(j.type, "jac") for j in jac0])
     with b.at(body):
         c0 = body.args[0]
@@ -191,7 +225,10 @@ def _chunked_tangents(b, fn, vjvp, params, x, out_types, out_dims, chunk):
         touts = res[len(res) // 2:]
         new = []
         for jac, t in zip(body.args[1:], touts):
-            spec = "s" + "a" * (jac.type.rank - 1)
+            r = t.type.rank
+            if r > 1:
+                t = b.emit1("transpose", [t], {"perm": tuple(range(1, r)) + (0,)})
+            spec = "a" * (r - 1) + "s"
             new.append(b.emit1("store", [jac, t, c0, b.binary("add", c0, cnt)], {"spec": spec}))
         b.terminate("yield", new)
     return b.emit("for", [b.const(0, "i64"), n, c] + jac0, {"types": tuple(j.type for j in jac0)}, [body])
@@ -201,6 +238,12 @@ def _basis_axis_last(b, t, x):
     """(N, *out) -> (*out, *x.shape); for a scalar input the basis axis (extent 1) is dropped."""
     r = t.type.rank
     jac = b.emit1("transpose", [t], {"perm": tuple(range(1, r)) + (0,)}) if r > 1 else t
+    return _unflatten_last(b, jac, x)
+
+
+def _unflatten_last(b, jac, x):
+    """(*out, N) -> (*out, *x.shape); for a scalar input the basis axis (extent 1) is dropped."""
+    r = jac.type.rank
     if x.type.rank == 0:
         return b.emit1("slice", [jac, b.const(0, "i64")], {"spec": "a" * (r - 1) + "i"}) if r > 1 else \
             b.emit1("index", [jac, b.const(0, "i64")], {"spec": "i"})

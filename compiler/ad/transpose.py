@@ -25,6 +25,7 @@ class TransposeContext:
     def __init__(self, b: Builder, dims: dict, env: dict):
         self.b, self._dims, self.env = b, dims, env
         self.width = None                     # a Value (i64) in vector mode
+        self.wsym = "_W"                      # the symbol of the batch axis in vector mode
 
     @property
     def batched(self) -> bool:
@@ -46,7 +47,7 @@ class TransposeContext:
         return tuple(a + 1 for a in axes) if self.batched else tuple(axes)
 
     def ct_shape(self, shape) -> tuple:
-        return (("_W",) if self.batched else ()) + tuple(shape)
+        return ((self.wsym,) if self.batched else ()) + tuple(shape)
 
     def ct_dims(self, dims) -> list:
         return ([self.width] if self.batched else []) + list(dims)
@@ -110,6 +111,8 @@ def _shape_dims(tc: TransposeContext, op: ir.Op, linear: set) -> list:
         return b.dims_of(probe)
     if op.prim == "reshape":
         return [tc.primal(d) for d in op.operands[1:]]
+    if op.prim == "basis":                     # (count, *X): compiler/prims/basis.py
+        return [tc.primal(op.operands[1])] + [tc.primal(d) for d in op.operands[3:]]
     if op.prim == "matmul":
         a, c = op.operands
         ad, cd = tc.dims(a), tc.dims(c)
@@ -156,10 +159,11 @@ class ReverseProgram:
         self.records = self.rev.forward(lin.body.ops[:-1])
         self.outs = [self.env.get(v, v) for v in self.outs_lin]
 
-    def pullback(self, cts: list, width: Value | None = None) -> list:
+    def pullback(self, cts: list, width: Value | None = None, wsym="_W") -> list:
         """Cotangents of the differentiated parameters for output cotangents `cts`; with `width`,
-        each cotangent carries a leading batch axis of that extent (vector mode)."""
-        self.tc.width = width
+        each cotangent carries a leading batch axis of that extent (vector mode), whose symbolic
+        extent is `wsym`."""
+        self.tc.width, self.tc.wsym = width, wsym
         try:
             ct_env: dict = {}
             for t, c in zip(self.touts_lin, cts):
@@ -171,7 +175,7 @@ class ReverseProgram:
                 grads.append(g if g is not None else self.tc.zeros(t))
             return grads
         finally:
-            self.tc.width = None
+            self.tc.width, self.tc.wsym = None, "_W"
 
 
 def vjp_function(fn: ir.Function, name: str | None = None, wrt: list | None = None) -> ir.Function:
@@ -250,7 +254,6 @@ def jacrev_function(fn: ir.Function, argnums: tuple, as_tuple: bool) -> ir.Funct
     by reverse mode: one pullback per output element (one in all for a scalar output)."""
     from ..diagnostics import DslTypeError
     from .jacobian import identity_basis, size_of
-    from .jvp import W_DIM
     outs = fn.body.terminator.operands
     if len(outs) != 1 or not is_float(outs[0].type.dtype):
         raise DslTypeError("jacrev needs a kernel with one floating-point output", fn.loc)
@@ -265,35 +268,19 @@ def jacrev_function(fn: ir.Function, argnums: tuple, as_tuple: bool) -> ir.Funct
         jacs = [grads[wrt.index(k)] for k in argnums]
     else:
         # vector mode over cotangents: the identity basis of the output space is pulled back in
-        # chunks of C rows through one backward sweep each (C * in.size <= JACREV_BUDGET)
+        # chunks of C rows through one backward sweep each (C * in.size <= JACREV_BUDGET), or
+        # whole when that makes the Jacobian one lazy expression (`lazy_in_batch`)
         y = prog.outs[0]
         n = size_of(b, y)
         nsym = 1
         for d in out_t.shape:
             nsym = ir.dim_op("mul", nsym, d)
-        biggest = b.const(1, "i64")
-        for k in argnums:
-            biggest = b.emit1("maximum", [biggest, size_of(b, params[k])])
-        one = b.const(1, "i64")
-        c = b.emit1("maximum", [b.emit1("minimum", [b.binary("floordiv", b.const(JACREV_BUDGET, "i64"), biggest), n]), one])
-        jac0 = []
-        for k in argnums:
-            x = params[k]
-            jac0.append(b.broadcast_to(b.const(0, x.type.dtype), (nsym,) + tuple(x.type.shape),
-                                       [n] + b.dims_of(x), bdims=()))
-        body = ir.Block([Value(Type("i64"), "c0")] + [Value(j.type, "jac") for j in jac0])
-        with b.at(body):
-            c0 = body.args[0]
-            cnt = b.emit1("minimum", [c, b.binary("sub", n, c0)])
-            basis = identity_basis(b, y, start=c0, count=cnt, size_sym=W_DIM)
-            grads = prog.pullback([basis], width=cnt)
-            new = []
-            for jac, k in zip(body.args[1:], argnums):
-                g = grads[wrt.index(k)]
-                spec = "s" + "a" * params[k].type.rank
-                new.append(b.emit1("store", [jac, g, c0, b.binary("add", c0, cnt)], {"spec": spec}))
-            b.terminate("yield", new)
-        flat = b.emit("for", [b.const(0, "i64"), n, c] + jac0, {"types": tuple(j.type for j in jac0)}, [body])
+        if _jacrev_lazy(fn, prog, b, y, n):
+            basis = identity_basis(b, y, start=b.const(0, "i64"), count=n, size_sym=nsym)
+            grads = prog.pullback([basis], width=n, wsym=nsym)
+            flat = [grads[wrt.index(k)] for k in argnums]
+        else:
+            flat = _jacrev_chunks(b, prog, params, argnums, wrt, y, n, nsym)
         jacs = []
         for jf, k in zip(flat, argnums):
             if out_t.rank == 1:
@@ -305,3 +292,47 @@ def jacrev_function(fn: ir.Function, argnums: tuple, as_tuple: bool) -> ir.Funct
     return ir.Function(f"jacrev_{fn.name}", params, block, list(fn.param_names),
                        [f"jac{k}" for k in range(len(jacs))], tuple_result=as_tuple or len(jacs) > 1,
                        loc=fn.loc, boundscheck=fn.boundscheck)
+
+
+def _jacrev_lazy(fn, prog, b, y, n) -> bool:
+    """The whole output basis pulled back in one sweep is one lazy expression (a throw-away
+    candidate, emitted aside and simplified). Kernels with control flow are chunked."""
+    from .jacobian import identity_basis, lazy_in_batch
+    if any(op.prim in ("for", "while", "if") for op in ir.walk_ops(fn.body)):
+        return False
+    wsym = ir.fresh_dim()
+    block = ir.Block()
+    with b.at(block):
+        basis = identity_basis(b, y, start=b.const(0, "i64"), count=n, size_sym=wsym)
+        b.terminate("return", prog.pullback([basis], width=n, wsym=wsym))
+    return lazy_in_batch(ir.Function("candidate", [], block, [], loc=fn.loc), wsym)
+
+
+def _jacrev_chunks(b, prog, params, argnums, wrt, y, n, nsym) -> list:
+    """(N, *in) Jacobians, the output basis pulled back in chunks of rows; every row block is
+    stored once, so the accumulators start uninitialised (`empty`)."""
+    from .jacobian import identity_basis, size_of
+    from .jvp import W_DIM
+    biggest = b.const(1, "i64")
+    for k in argnums:
+        biggest = b.emit1("maximum", [biggest, size_of(b, params[k])])
+    one = b.const(1, "i64")
+    c = b.emit1("maximum", [b.emit1("minimum", [b.binary("floordiv", b.const(JACREV_BUDGET, "i64"), biggest), n]), one])
+    jac0 = []
+    for k in argnums:
+        x = params[k]
+        jac0.append(b.emit1("empty", [n] + b.dims_of(x), {"shape": (nsym,) + tuple(x.type.shape),
+                                                          "dtype": x.type.dtype}))
+    body = ir.Block([Value(Type("i64"), "c0")] + [Value(j.type, "jac") for j in jac0])
+    with b.at(body):
+        c0 = body.args[0]
+        cnt = b.emit1("minimum", [c, b.binary("sub", n, c0)])
+        basis = identity_basis(b, y, start=c0, count=cnt, size_sym=W_DIM)
+        grads = prog.pullback([basis], width=cnt)
+        new = []
+        for jac, k in zip(body.args[1:], argnums):
+            g = grads[wrt.index(k)]
+            spec = "s" + "a" * params[k].type.rank
+            new.append(b.emit1("store", [jac, g, c0, b.binary("add", c0, cnt)], {"spec": spec}))
+        b.terminate("yield", new)
+    return b.emit("for", [b.const(0, "i64"), n, c] + jac0, {"types": tuple(j.type for j in jac0)}, [body])

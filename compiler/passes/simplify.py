@@ -8,7 +8,7 @@ import math
 import operator
 
 from .. import ir
-from ..prims import PRIMS
+from ..prims import PRIMS, REWRITES, rewrite
 
 _FOLD = {
     "add": operator.add, "sub": operator.sub, "mul": operator.mul,
@@ -109,9 +109,93 @@ def _dce(block: ir.Block, used: set) -> bool:
     return changed
 
 
+def _rewrite(block: ir.Block, rename: dict) -> bool:
+    """Apply the structural rewrites registered beside the primitives (`prims.REWRITES`, e.g. a
+    product with an identity basis -> a slice, compiler/prims/basis.py), in program order: a
+    replacement is emitted where the op stood and takes the op's result types (they agree at run
+    time; keeping the symbols lets code generation fuse as before)."""
+    from ..builder import Builder
+    changed = False
+    new_ops = []
+    for op in block.ops:
+        op.operands = [rename.get(o, o) for o in op.operands]
+        for reg in op.regions:
+            changed |= _rewrite(reg, rename)
+        replaced = False
+        for fn in (REWRITES.get(op.prim, ()) if op.results and not op.regions and not op.checked else ()):
+            tmp = ir.Block()
+            repl = fn(Builder(tmp, loc=op.loc), op)
+            if repl is None:
+                continue
+            made = {r for o in tmp.ops for r in o.results}
+            for old, new in zip(op.results, repl):
+                assert new.type.dtype == old.type.dtype and new.type.rank == old.type.rank, (op.prim, new, old)
+                if new in made:
+                    new.type = old.type
+                rename[old] = new
+            for o in tmp.ops:
+                o.loc = op.loc
+            new_ops.extend(tmp.ops)
+            changed = replaced = True
+            break
+        if not replaced:
+            new_ops.append(op)
+    block.ops = new_ops
+    return changed
+
+
+@rewrite("add", "sub", "mul")
+def _int_identity(b, op):
+    """x + 0, 0 + x, x - 0, x * 1, 1 * x -> x for integer scalars (extent arithmetic)."""
+    t = op.result.type
+    if not (t.is_scalar and t.dtype in ("i32", "i64")):
+        return None
+    x, y = op.operands
+    unit = 1 if op.prim == "mul" else 0
+    pairs = ((y, x),) if op.prim == "sub" else ((y, x), (x, y))
+    for c, v in pairs:
+        if _const(c) == unit and c.type.dtype == t.dtype and v.type.dtype == t.dtype and v.type.is_scalar:
+            if v.sym is None:
+                v.sym = op.result.sym
+            return [v]
+    return None
+
+
+@rewrite("slice")
+def _full_slice(b, op):
+    """x[0:n] on an axis of extent n is the whole axis; a slice of whole axes is x itself."""
+    x, idx = op.operands[0], op.operands[1:]
+    spec, new_spec, new_idx, k, changed = op.attrs["spec"], [], [], 0, False
+    for ax, c in enumerate(spec):
+        if c == "s":
+            lo, hi = idx[k], idx[k + 1]
+            k += 2
+            if _const(lo) == 0 and hi.sym is not None and hi.sym == x.type.shape[ax]:
+                new_spec.append("a")
+                changed = True
+            else:
+                new_spec.append("s")
+                new_idx += [lo, hi]
+        elif c == "i":
+            new_spec.append("i")
+            new_idx.append(idx[k])
+            k += 1
+        else:
+            new_spec.append("a")
+    if not changed:
+        return None
+    if set(new_spec) == {"a"} and x.type == op.result.type:
+        return [x]
+    return [b.emit1("slice", [x] + new_idx, {"spec": "".join(new_spec)})]
+
+
 def simplify(fn: ir.Function) -> ir.Function:
-    """Fold, CSE and DCE `fn` in place (and return it)."""
+    """Fold, CSE, rewrite (`_rewrite`) and DCE `fn` in place (and return it)."""
     _cse_fold(fn.body, {}, {})
+    for _ in range(4):
+        if not _rewrite(fn.body, {}):
+            break
+        _cse_fold(fn.body, {}, {})
     while True:
         used = set()
         _used(fn.body, used)

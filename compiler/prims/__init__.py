@@ -25,6 +25,12 @@ class Primitive:
 
 PRIMS: dict[str, Primitive] = {}
 
+# Structural rewrites, keyed by the primitive of the op they rewrite (registered beside the
+# primitive they are about, applied by compiler/passes/simplify.py): `fn(b, op)` either returns
+# None (no match) or emits replacement ops at the builder `b` and returns one value per result of
+# `op` (same dtype and rank; the simplifier gives them op's result types).
+REWRITES: dict[str, list] = {}
+
 
 def defprim(name: str, infer: Callable, **kw) -> Primitive:
     assert name not in PRIMS, name
@@ -41,4 +47,13 @@ def rule(name: str, what: str):
     return deco
 
 
-from . import elementwise, arrays, control  # noqa: E402,F401  (fill the registry)
+def rewrite(*names: str):
+    """Decorator registering `fn(b, op)` as a structural rewrite of ops of the given primitives."""
+    def deco(fn):
+        for n in names:
+            REWRITES.setdefault(n, []).append(fn)
+        return fn
+    return deco
+
+
+from . import elementwise, arrays, control, basis  # noqa: E402,F401  (fill the registry)
