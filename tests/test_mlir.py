@@ -343,3 +343,29 @@ def test_decorator_option_and_derivatives_follow():
     np.testing.assert_allclose(grad(sq)(x), 2 * x)
     with pytest.raises(ValueError):
         sq.with_backend("gpu")
+
+
+def test_work_after_a_failed_check_stays_inside_the_empty_buffers(tmp_path):
+    """After a failed check, buffers are allocated empty; a later loop sized from another
+    operand's extents (`A[:, 0] + 1.0`) must not write into them (it used to corrupt the heap:
+    glibc aborted the process). Run in a child with the plain malloc so corruption is caught."""
+    import os
+    import sys
+    prog = tmp_path / "prog.py"
+    prog.write_text(
+        "import numpy as np, sys\n"
+        "sys.path.insert(0, sys.argv[1])\n"
+        "import test_mlir as T\n"
+        "m = T.stores.with_backend('mlir')\n"
+        "x, A = np.ones(3), np.ones((4, 3))\n"          # y[2:4] = x[0:2]*2 fails for n = 3
+        "for _ in range(20):\n"
+        "    try:\n"
+        "        m(x, A, 2)\n"
+        "    except ValueError as e:\n"
+        "        assert 'does not match the slice' in str(e), e\n"
+        "print('survived')\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONMALLOC": "malloc", "PYTHONPATH": root}
+    r = subprocess.run([sys.executable, str(prog), os.path.dirname(os.path.abspath(__file__))],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0 and "survived" in r.stdout, r.stderr[-2000:]

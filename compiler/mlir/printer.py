@@ -286,7 +286,7 @@ class _Printer:
         if not dims:
             body(list(ivs))
             return
-        hi = self.to_index(dims[0])
+        hi = self.to_index(self._live_extent(dims[0], ivs))
         iv = self.fresh("i")
         self.emit(f"scf.for {iv} = {self.cidx(0)} to {hi} step {self.cidx(1)} {{")
         self.depth += 1
@@ -294,11 +294,18 @@ class _Printer:
         self.depth -= 1
         self.emit("}")
 
+    def _live_extent(self, d, ivs):
+        """An outermost loop's trip count: 0 once an error is recorded, since buffers allocated
+        after it are empty (`alloc`) and a loop sized from other extents would run past them."""
+        if ivs:
+            return d
+        return self.select(self.status_ok(), d, self.c64(0), "i64")
+
     def acc_nest(self, dims, init, ty, body, ivs=()):
         """A loop nest carrying one scalar: body(ivs, acc) -> new acc; returns the final value."""
         if not dims:
             return body(list(ivs), init)
-        hi = self.to_index(dims[0])
+        hi = self.to_index(self._live_extent(dims[0], ivs))
         iv, acc, r = self.fresh("i"), self.fresh("acc"), self.fresh()
         self.emit(f"{r} = scf.for {iv} = {self.cidx(0)} to {hi} step {self.cidx(1)} "
                   f"iter_args({acc} = {init}) -> ({ty}) {{")
@@ -822,6 +829,30 @@ class _Printer:
             self.bind(op.result, self.guarded_load(xa, [self.cidx(0)] * x.type.rank, ok))
             return
         self.result_or_fill(op, dims, elem, ok)
+
+    # basis, empty (compiler/prims/basis.py) ----------------------------------------------------
+    def _p_basis(self, op):
+        start, count, scale = op.operands[:3]
+        s = self.to_i64(self.vals[start], start.type.dtype)
+        c = self.to_i64(self.vals[count], count.type.dtype)
+        xd = [self.to_i64(self.vals[d], d.type.dtype) for d in op.operands[3:]]
+        dt = op.result.type.dtype
+        zero = self.dconst(0, dt)
+
+        def elem(idx):
+            flat = self.c64(0)
+            for d, i in zip(xd, idx[1:]):
+                flat = self.ibin("addi", self.ibin("muli", flat, d),
+                                 self.op(f"arith.index_cast {i} : index to i64"))
+            w = self.op(f"arith.index_cast {idx[0]} : index to i64")
+            hit = self.icmp("eq", flat, self.ibin("addi", s, w))
+            v = self.vals[scale] if scale.type.is_scalar else self.load(self.vals[scale], idx[1:])
+            return self.select(hit, v, zero, SCALAR[dt])
+        self.result_or_fill(op, [c] + xd, elem)
+
+    def _p_empty(self, op):
+        dims = [self.to_i64(self.vals[d], d.type.dtype) for d in op.operands]
+        self.bind(op.result, self.alloc(op.attrs["dtype"], dims))
 
     # indexing --------------------------------------------------------------------------------
     def resolve_spec(self, op, xa, spec, idx_vals):
