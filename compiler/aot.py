@@ -90,7 +90,7 @@ def build_module(entries: list, boundscheck: bool = True, py_trampolines: bool =
     linked = None
     for e in entries:
         mod, sites = backend.build_module(e.fn, e.symbol, boundscheck, py_trampoline=py_trampolines,
-                                          name=e.symbol)
+                                          name=e.symbol, threads=True)
         sig = signature_of(e.fn, e.symbol, sites)
         sig["name"] = e.symbol
         e.signature = sig
@@ -142,7 +142,7 @@ def link_shared(obj: bytes, out_path: str, cc: str | None = None):
         with open(o, "wb") as f:
             f.write(obj)
         so = os.path.join(tmp, os.path.basename(out_path))
-        cmd = cc.split() + ["-shared", "-o", so, o, "-lm"]
+        cmd = cc.split() + ["-shared", "-o", so, o, "-lm", "-lpthread"]
         try:
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         except OSError as e:

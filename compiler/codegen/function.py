@@ -18,7 +18,7 @@ from llvmlite import ir as ll
 from .. import ir
 from ..diagnostics import UnsupportedError
 from ..prims import PRIMS
-from . import vmath
+from . import parallel, vmath
 from .analysis import Analysis
 
 I1, I8, I32, I64 = ll.IntType(1), ll.IntType(8), ll.IntType(32), ll.IntType(64)
@@ -51,8 +51,10 @@ class FunctionCodegen:
     """Builds one LLVM function from an `ir.Function`."""
 
     def __init__(self, module: ll.Module, fn: ir.Function, symbol: str, boundscheck: bool = True,
-                 vector_isas=(), blas: bool = False):
+                 vector_isas=(), blas: bool = False, threads: bool = False):
         self.module, self.fn, self.symbol = module, fn, symbol
+        self.threads = threads            # big loop nests may run on several CPU threads (parallel.py)
+        self.in_parallel = False          # generating an outlined chunk function
         self.blas = blas                  # large matrix products may call dslc_cblas_?gemm (blas.py)
         self.boundscheck = boundscheck
         # libmvec ISA letters ("b", "d", "e") transcendental calls may be vectorised with (see
@@ -129,7 +131,9 @@ class FunctionCodegen:
                 self.values[p] = v
                 continue
             dims = list(args[k + 1:k + 1 + p.type.rank])
-            self.values[p] = ArrayVal(p.type.dtype, dims, ptr=args[k])
+            # a literal extent is checked below, then known to the code generator as a constant
+            self.values[p] = ArrayVal(p.type.dtype, [self.i64(s_) if isinstance(s_, int) else d
+                                                     for d, s_ in zip(dims, p.type.shape)], ptr=args[k])
             for ax, (d, sym) in enumerate(zip(dims, p.type.shape)):
                 if isinstance(sym, int):
                     self.check(self.b.icmp_signed("==", d, self.i64(sym)), "shape",
@@ -272,11 +276,11 @@ class FunctionCodegen:
     def combiner(self, name: str, dtype: str):
         """A binary scalar function for reductions; float add/mul may be reassociated so loops
         vectorise (the summation order of a kernel's own reductions is not fixed)."""
+        # self.b is looked up at each use: a parallel loop generates its body with another builder
         if name in ("add", "mul") and ir.is_float(dtype):
-            meth = getattr(self.b, "f" + name)
-            return lambda a, c: meth(a, c, flags=("reassoc", "nsz"))
+            return lambda a, c: getattr(self.b, "f" + name)(a, c, flags=("reassoc", "nsz"))
         if name in ("add", "mul"):
-            return getattr(self.b, name)
+            return lambda a, c: getattr(self.b, name)(a, c)
         scalar = PRIMS[name].scalar
         t = ir.Type(dtype)
         return lambda a, c: scalar(self, [a, c], [t, t], t, None)
@@ -453,12 +457,12 @@ class FunctionCodegen:
         if av.ptr is not None:
             return av
         out = self.allocate(av.dtype, av.dims)
-        self.loop_nest(av.dims, lambda idx: self.store_elem(out, idx, av.lazy(idx)))
+        self.parallel_loop(av.dims, lambda idx, _: self.store_elem(out, idx, av.lazy(idx)))
         self.values[v] = out
         return out
 
     def copy_into(self, v: ir.Value, out: ArrayVal):
-        self.loop_nest(out.dims, lambda idx: self.store_elem(out, idx, self.elem(v, idx)))
+        self.parallel_loop(out.dims, lambda idx, _: self.store_elem(out, idx, self.elem(v, idx)))
 
     def copy_many(self, pairs):
         """copy_into for several (value, destination) pairs; values of one symbolic shape are
@@ -469,10 +473,10 @@ class FunctionCodegen:
         for group in groups.values():
             dims = group[0][1].dims
 
-            def body(idx, group=group):
+            def body(idx, _, group=group):
                 for v, out in group:
                     self.store_elem(out, idx, self.elem(v, idx))
-            self.loop_nest(dims, body)
+            self.parallel_loop(dims, body)
 
     def writable_copy(self, op: ir.Op, x: ir.Value) -> ArrayVal:
         """x's buffer if `op` may update it in place (owned, defined in op's block, dead after op);
@@ -509,6 +513,125 @@ class FunctionCodegen:
             body(list(idx))
             return
         self.for_range(dims[len(idx)], lambda i: self.loop_nest(dims, body, tuple(idx) + (i,)))
+
+    # ---- threads -------------------------------------------------------------------------------
+    def parallel_loop(self, dims, body, accs=(), work=None):
+        """loop_nest(dims, body(idx, acc_slots)) with accumulators `accs` = [(dtype, init, combine)];
+        returns the accumulators' final values. When threads are on, the outer loop is cut into
+        chunks run by `parallel.run_fn` (each chunk has its own accumulators, combined in chunk order
+        afterwards); small loops run as one chunk, inline. `work` (i64): elements of work per
+        iteration of the nest, when that is more than one (a row of a matrix product)."""
+        static = 1
+        for d in dims:
+            static = static * d.constant if isinstance(d, ll.Constant) and static is not None else None
+        if (not self.threads or self.in_parallel or not dims
+                or (static is not None and static < 2 * parallel.GRAIN)):
+            slots = [self.alloca_scalar(dt, init) for dt, init, _ in accs]
+            self.loop_nest(dims, lambda idx: body(idx, slots))
+            return [self.b.load(s) for s in slots]
+        return self._outlined_loop(dims, body, accs, work)
+
+    def _outlined_loop(self, dims, body, accs, work=None):
+        b = self.b
+        total = self.i64(1) if work is None else self.smax(work, self.i64(1))
+        for d in dims:
+            total = b.mul(total, self.smax(d, self.i64(0)))
+        chunks = parallel.chunk_count(b, self.smax(dims[0], self.i64(0)), total)
+        partials = [self._entry_alloca(ll.ArrayType(LLTYPE[dt], parallel.MAX_CHUNKS)) for dt, _, _ in accs]
+        results = [self._entry_alloca(LLTYPE[dt]) for dt, _, _ in accs]
+        sub = self._chunk_function(dims, body, accs, partials)
+        captured = _captures(sub, self.llfn)
+        ctx_t = ll.LiteralStructType([v.type for v in captured] or [I8])
+        _load_captures(sub, captured, ctx_t)
+        single = b.icmp_signed("==", chunks, self.i64(1))
+        if len(self.scopes) > 1:
+            # inside a loop or branch the nest may run many times on small data: one chunk runs
+            # a copy of the loop inline (no call, no context), as if there were no threads
+            with b.if_else(single) as (then, otherwise):
+                with then:
+                    slots = [self.alloca_scalar(dt, init) for dt, init, _ in accs]
+                    self.loop_nest(dims, lambda idx: body(idx, slots))
+                    for s_, r in zip(slots, results):
+                        b.store(b.load(s_), r)
+                with otherwise:
+                    self._run_chunks(sub, captured, ctx_t, dims[0], chunks, accs, partials, results, None)
+        else:
+            self._run_chunks(sub, captured, ctx_t, dims[0], chunks, accs, partials, results, single)
+        return [b.load(r) for r in results]
+
+    def _run_chunks(self, sub, captured, ctx_t, n0, chunks, accs, partials, results, single):
+        """Fill the context, run the chunks (a direct call when `single`), propagate the first
+        failing chunk's error, combine the partials in chunk order into `results`."""
+        b = self.b
+        status = self._entry_alloca(ll.ArrayType(I32, parallel.MAX_CHUNKS))
+        errs = self._entry_alloca(ll.ArrayType(I64, 3 * parallel.MAX_CHUNKS))
+        ctx = self._entry_alloca(ctx_t)
+        for k, v in enumerate(captured):
+            b.store(v, b.gep(ctx, [ll.Constant(I32, 0), ll.Constant(I32, k)]))
+        zero = self.i64(0)
+        errs0, status0 = b.gep(errs, [zero, zero]), b.gep(status, [zero, zero])
+        args = [b.bitcast(sub, PTR), b.bitcast(ctx, PTR), n0, chunks, errs0, status0]
+        if single is None:
+            failed = b.call(parallel.run_fn(self.module), args)
+        else:
+            slot = self.alloca_scalar("i64", self.i64(-1))
+            with b.if_else(single) as (then, otherwise):
+                with then:
+                    st = b.call(sub, [args[1], zero, n0, zero, errs0])
+                    b.store(st, status0)
+                    b.store(b.select(b.icmp_signed("!=", st, ll.Constant(I32, 0)), zero, self.i64(-1)), slot)
+                with otherwise:
+                    b.store(b.call(parallel.run_fn(self.module), args), slot)
+            failed = b.load(slot)
+        with b.if_then(b.icmp_signed(">=", failed, zero), likely=False):
+            # the chunk a sequential run would have failed in: its site and its details
+            b.store(b.load(b.gep(status, [zero, failed])), self.status)
+            with b.if_then(b.icmp_unsigned("!=", self.err, ll.Constant(self.err.type, None))):
+                for k in range(3):
+                    src = b.gep(errs, [zero, b.add(b.mul(failed, self.i64(3)), self.i64(k))])
+                    b.store(b.load(src), b.gep(self.err, [self.i64(k)]))
+            b.branch(self.fail_block)
+        for (dt, init, combine), part, r in zip(accs, partials, results):
+            b.store(init, r)
+            self.for_range(chunks, lambda c: b.store(combine(b.load(r), b.load(b.gep(part, [zero, c]))), r))
+
+    def _chunk_function(self, dims, body, accs, partials):
+        """The body of a loop nest as parallel.CHUNK_FN: rows [lo, hi) of the outer loop, its
+        accumulators stored to partials[chunk]. Generated by this same code generator, so every
+        value of the enclosing function it uses is captured afterwards (`_captures`)."""
+        sub = ll.Function(self.module, parallel.CHUNK_FN, self.module.get_unique_name(self.symbol + ".chunk"))
+        sub.linkage = "internal"
+        # one copy of the loop's machine code: inlined at the one-chunk call it would be compiled
+        # (and vectorised) twice, which costs compile time and gains nothing for a big loop
+        sub.attributes.add("noinline")
+        for attr in self.llfn.attributes:
+            if attr.startswith('"prefer-vector-width"'):
+                set.add(sub.attributes, attr)
+        saved = (self.llfn, self.b, self.allocas, self.fail_block, self.status, self.err,
+                 self._elem_memo, len(self.all_slots))
+        ctx, lo, hi, chunk, err = sub.args
+        self.llfn, self.in_parallel, self._elem_memo = sub, True, {}
+        self.allocas = sub.append_basic_block("allocas")
+        entry = sub.append_basic_block("entry")
+        self.fail_block = sub.append_basic_block("fail")
+        self.b = ll.IRBuilder(entry)
+        self.status, self.err = self._entry_alloca(I32), err
+        try:
+            slots = [self.alloca_scalar(dt, init) for dt, init, _ in accs]
+            self.for_range(hi, lambda i: self.loop_nest(dims, lambda idx: body(idx, slots), (i,)), start=lo)
+            for s_, part in zip(slots, partials):
+                self.b.store(self.b.load(s_), self.b.gep(part, [self.i64(0), chunk]))
+            self.b.ret(ll.Constant(I32, 0))
+            self.b.position_at_end(self.fail_block)
+            self.b.ret(self.b.load(self.status))
+            ll.IRBuilder(self.allocas).branch(entry)
+            if len(self.all_slots) != saved[-1]:
+                raise AssertionError("a parallel loop body allocated an array")  # would leak per chunk
+        finally:
+            (self.llfn, self.b, self.allocas, self.fail_block, self.status, self.err,
+             self._elem_memo, _) = saved
+            self.in_parallel = False
+        return sub
 
     # ---- matrix products ------------------------------------------------------------------------
     def gemm(self, dt, M, N, K, A, ta, lda, B, tb, ldb, C, ldc):
@@ -656,8 +779,69 @@ class FunctionCodegen:
         self.b.ret(ll.Constant(I32, 0))
 
 
+def _is_local_to(v, fn) -> bool:
+    if isinstance(v, ll.Argument):
+        return v.parent is fn
+    return isinstance(v, ll.Instruction) and getattr(v.parent, "parent", None) is fn
+
+
+def _map_values(x, f):
+    if isinstance(x, (list, tuple)):
+        return type(x)(_map_values(y, f) for y in x)
+    return f(x)
+
+
+def _captures(sub: ll.Function, outer: ll.Function) -> list:
+    """The values of `outer` that the instructions of `sub` use, in first-use order."""
+    seen, out = set(), []
+
+    def note(v):
+        if _is_local_to(v, outer) and id(v) not in seen:
+            seen.add(id(v))
+            out.append(v)
+        return v
+    for block in sub.blocks:
+        for instr in block.instructions:
+            for name, val in vars(instr).items():
+                if name != "parent":
+                    _map_values(val, note)
+    return out
+
+
+def _load_captures(sub: ll.Function, captured: list, ctx_t):
+    """Rewrite every use of a captured value in `sub` as a load from its context struct.
+    llvmlite instructions keep operands in several attributes (operands, pointer, indices, args,
+    incomings, aggregate...): all of them are rewritten."""
+    if not captured:
+        return
+    b = ll.IRBuilder(sub.blocks[0])
+    b.position_at_start(sub.blocks[0])
+    ctx = b.bitcast(sub.args[0], ll.PointerType(ctx_t))
+    loads = {id(v): b.load(b.gep(ctx, [ll.Constant(I32, 0), ll.Constant(I32, k)]))
+             for k, v in enumerate(captured)}
+    fresh = set(id(x) for x in loads.values())
+    for block in sub.blocks:
+        for instr in block.instructions:
+            if id(instr) in fresh:
+                continue
+            for name, val in list(vars(instr).items()):
+                if name != "parent":
+                    hit = []
+
+                    def swap(v):
+                        new = loads.get(id(v))
+                        if new is None:
+                            return v
+                        hit.append(v)
+                        return new
+                    new = _map_values(val, swap)
+                    if hit:
+                        setattr(instr, name, new)
+            instr._clear_string_cache()
+
+
 def generate(module: ll.Module, fn: ir.Function, symbol: str, boundscheck: bool = True,
-             vector_isas=(), blas: bool = False) -> FunctionCodegen:
-    cg = FunctionCodegen(module, fn, symbol, boundscheck, vector_isas, blas)
+             vector_isas=(), blas: bool = False, threads: bool = False) -> FunctionCodegen:
+    cg = FunctionCodegen(module, fn, symbol, boundscheck, vector_isas, blas, threads)
     cg.build()
     return cg
