@@ -7,6 +7,7 @@ from .. import ir
 from ..prims import PRIMS
 
 _BARRIERS = {"store", "add_at", "for", "while", "if"}
+MATVEC_GROUP_MAX = 4                 # products sharing one pass over their matrix
 _FUSABLE_USERS = {"reduce_sum", "reduce_prod", "reduce_max", "reduce_min", "index", "slice",
                   "transpose", "store", "add_at", "return", "yield", "matmul"}
 
@@ -23,6 +24,8 @@ class Analysis:
         self._fused = {}
         self.reduce_group = {}             # full reduction -> its group (ops, in order)
         self._group_reductions(fn.body)
+        self.matvec_group = {}             # matrix @ vector -> the products sharing its matrix
+        self._group_matvecs(fn.body)
 
     def _walk(self, block: ir.Block):
         for a in block.args:
@@ -58,6 +61,34 @@ class Analysis:
                 group = []
             group.append(op)
         self._close_group(group)
+
+    def _group_matvecs(self, block: ir.Block):
+        """Horizontal fusion of matrix-vector products with one matrix operand in a block (a JVP's
+        A @ x and A @ dx): they run in one pass over the matrix, emitted where the first stands,
+        so every later member's vector must already be defined there."""
+        by_matrix = defaultdict(list)
+        for op in block.ops:
+            for r in op.regions:
+                self._group_matvecs(r)
+            if (op.prim == "matmul" and not op.attrs.get("batch") and op.operands[0].type.rank == 2
+                    and op.operands[1].type.rank == 1 and op.operands[0] is not op.operands[1]):
+                by_matrix[op.operands[0]].append(op)
+        for ops in by_matrix.values():
+            first = ops[0]
+            members = [first] + [o for o in ops[1:] if self._defined_before(o.operands[1], first)
+                                 and o.operands[1].type == first.operands[1].type]
+            for k in range(0, len(members), MATVEC_GROUP_MAX):
+                chunk = tuple(members[k:k + MATVEC_GROUP_MAX])
+                if len(chunk) > 1:
+                    for m in chunk:
+                        self.matvec_group[m] = chunk
+
+    def _defined_before(self, v: ir.Value, op: ir.Op) -> bool:
+        """v is usable where op stands (defined in an enclosing block, or earlier in op's)."""
+        if self.value_block.get(v) is not self.block_of[op]:
+            return True                     # SSA scoping: from an enclosing block
+        owner = v.owner
+        return not isinstance(owner, ir.Op) or self.pos[owner] < self.pos[op]
 
     def _close_group(self, group):
         if len(group) > 1:

@@ -126,10 +126,13 @@ def _reduce_cg(cg, op):
     out = cg.alloc_array(op.result, [xdims[k] for k in keep])
     cg.loop_nest(out.dims, lambda idx: cg.store_elem(out, idx, init))
 
-    def body(idx):
+    def body(idx, _=None):
         oi = [idx[k] for k in keep]
         cg.store_elem(out, oi, fold(cg.load_elem(out, oi), cg.elem(x, idx)))
-    cg.loop_nest(xdims, body)
+    if 0 in axes:
+        cg.loop_nest(xdims, body)
+    else:                                       # chunks of the kept outer axis write disjoint rows
+        cg.parallel_loop(xdims, body)
 
 
 def _full_reductions_cg(cg, ops):
@@ -151,14 +154,14 @@ def _full_reductions_cg(cg, ops):
             init = cg.constant(ident, dt)
         wide = dt == "f32" and combine == "add"
         adt = "f64" if wide else dt
-        accs.append((op, cg.alloca_scalar(adt, cg.convert(init, dt, adt)), cg.combiner(combine, adt), dt, adt))
+        accs.append((op, cg.convert(init, dt, adt), cg.combiner(combine, adt), dt, adt))
 
-    def body(idx):
-        for op, acc, fold, dt, adt in accs:
+    def body(idx, slots):
+        for (op, _, fold, dt, adt), acc in zip(accs, slots):
             cg.b.store(fold(cg.b.load(acc), cg.convert(cg.elem(op.operands[0], idx), dt, adt)), acc)
-    cg.loop_nest(xdims, body)
-    for op, acc, fold, dt, adt in accs:
-        cg.set(op.result, cg.convert(cg.b.load(acc), adt, dt))
+    totals = cg.parallel_loop(xdims, body, [(adt, init, fold) for _, init, fold, _, adt in accs])
+    for (op, _, _, dt, adt), total in zip(accs, totals):
+        cg.set(op.result, cg.convert(total, adt, dt))
 
 
 for _name in _REDUCERS:
@@ -204,6 +207,11 @@ def _matmul_cg(cg, op):
     never copied. Vector-mode (batched) products become one GEMM where the layout allows."""
     a, b = op.operands
     batch = op.attrs.get("batch")
+    group = cg.info.matvec_group.get(op)
+    if group:
+        if op is group[0]:
+            _matvec_group_cg(cg, group)
+        return                                   # a later member: computed with the first
     A, tA = _mat_operand(cg, a, batch != "lhs")
     B, tB = _mat_operand(cg, b, batch != "rhs")
     if not batch:
@@ -272,6 +280,52 @@ def _rhs_dims(cg, tb, B, tB):
     return (B.dims[1], B.dims[0], B.dims[1]) if tB else (B.dims[0], B.dims[1], B.dims[1])
 
 
+def _matvecs(cg, dt, A, xs, outs):
+    """outs[g] = A @ xs[g] for a row-major A: (vectorised, reassociated) dot products over
+    blocks of rows, every vector at once, so a row of A is loaded once for all the vectors and
+    the loop overhead and horizontal sums of the vector accumulators are shared (a JVP's A @ x
+    and A @ dx in one pass; 2x faster than one row at a time at d = 64)."""
+    mul, add = cg.combiner("mul", dt), cg.combiner("add", dt)
+    zero = cg.constant(0, dt)
+    b = cg.b
+    m, k = A.dims
+    rows = 4 if len(xs) <= 2 else 2
+
+    def block(i, rows):
+        accs = [[cg.alloca_scalar(dt, zero) for _ in xs] for _ in range(rows)]
+
+        def step(p):
+            xp = [cg.load_elem(x, [p]) for x in xs]
+            for r in range(rows):
+                a = cg.load_elem(A, [cg.b.add(i, cg.i64(r)), p])
+                for acc, v in zip(accs[r], xp):
+                    cg.b.store(add(cg.b.load(acc), mul(a, v)), acc)
+        cg.for_range(k, step)
+        for r in range(rows):
+            for acc, out in zip(accs[r], outs):
+                cg.store_elem(out, [cg.b.add(i, cg.i64(r))], cg.b.load(acc))
+    nblocks = b.sdiv(m, cg.i64(rows))
+    # blocks of rows are independent: big products split across threads like any loop nest
+    cg.parallel_loop([nblocks], lambda idx, _: block(cg.b.mul(idx[0], cg.i64(rows)), rows),
+                     work=b.mul(k, cg.i64(rows * len(xs))))
+    cg.for_range(m, lambda i: block(i, 1), start=b.mul(nblocks, cg.i64(rows)))
+
+
+def _matvec_group_cg(cg, group):
+    """Matrix-vector products sharing their matrix (Analysis.matvec_group), in one pass."""
+    a = group[0].operands[0]
+    A, tA = _mat_operand(cg, a, True)
+    xs = [_mat_operand(cg, op.operands[1], True)[0] for op in group]
+    if tA:                                      # a transposed view: one product at a time
+        for op, x in zip(group, xs):
+            _matmul_core(cg, op, a.type, op.operands[1].type, A, tA, x, False, None)
+        return
+    for op, x in zip(group, xs):
+        if a.type.shape[-1] != op.operands[1].type.shape[0]:
+            cg.check_eq(A.dims[1], x.dims[0], "shape", "inner extents of '@' differ", op.loc)
+    _matvecs(cg, a.type.dtype, A, xs, [cg.alloc_array(op.result, [A.dims[0]]) for op in group])
+
+
 def _matmul_core(cg, op, ta, tb, A, tA, B, tB, out):
     """The plain (rank <= 2) product op(A) @ op(B), bound to op's result."""
     dt = ta.dtype
@@ -287,14 +341,7 @@ def _matmul_core(cg, op, ta, tb, A, tA, B, tB, out):
         cg.set(op.result, cg.b.load(acc))
         return
     if ta.rank == 2 and tb.rank == 1 and not tA:
-        # matrix-vector: one (vectorised, reassociated) dot product per row; memory-bound
-        out = cg.alloc_array(op.result, [A.dims[0]])
-
-        def row(i):
-            acc = cg.alloca_scalar(dt, zero)
-            cg.for_range(ka, lambda p: cg.b.store(add(cg.b.load(acc), mul(cg.load_elem(A, [i, p]), cg.load_elem(B, [p]))), acc))
-            cg.store_elem(out, [i], cg.b.load(acc))
-        cg.for_range(A.dims[0], row)
+        _matvecs(cg, dt, A, [B], [cg.alloc_array(op.result, [A.dims[0]])])
         return
     dims = ([m] if ta.rank == 2 else []) + ([n] if tb.rank == 2 else [])
     out = cg.alloc_array(op.result, dims)

@@ -1,0 +1,79 @@
+"""Matrix-vector products sharing their matrix run in one pass over it (analysis.matvec_group):
+results against NumPy for every row-block remainder, transposed views, and groups that cannot
+form (a vector computed after the first product)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from compiler.codegen.analysis import Analysis
+from dsl import jvp, kernel
+
+
+@kernel
+def two(A: f64[m, n], x: f64[n], y: f64[n]) -> (f64[m], f64[m]):
+    return A @ x, A @ y
+
+
+@kernel
+def three_t(A: f64[n, m], x: f64[n], y: f64[n], z: f64[n]) -> f64[m]:
+    return A.T @ x + 2.0 * (A.T @ y) - A.T @ z
+
+
+@kernel
+def chained(A: f64[n, n], x: f64[n]) -> f64[n]:
+    y = A @ x
+    return A @ tanh(y) + y          # the second vector needs the first product: no group
+
+
+@kernel
+def euler(x0: f32[d], A: f32[d, d], h: f32, steps: i64) -> f32[d]:
+    x = x0
+    for t in range(steps):
+        x = x + h * (-x + tanh(A @ x))
+    return x
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 5, 7, 8, 9, 64, 67])
+def test_grouped_products(m):
+    r = np.random.default_rng(m)
+    A, x, y = r.standard_normal((m, 5)), r.standard_normal(5), r.standard_normal(5)
+    p, q = two(A, x, y)
+    np.testing.assert_allclose(p, A @ x, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(q, A @ y, rtol=1e-13, atol=1e-13)
+    B, z = r.standard_normal((5, m)), r.standard_normal(5)
+    np.testing.assert_allclose(three_t(B, x, y, z), B.T @ x + 2 * (B.T @ y) - B.T @ z, rtol=1e-12, atol=1e-12)
+
+
+def test_groups_form_only_when_legal():
+    x = np.ones(3)
+    groups = set(Analysis(_final(two, np.ones((2, 3)), x, x)).matvec_group.values())
+    assert len(groups) == 1 and len(next(iter(groups))) == 2
+    assert not Analysis(_final(chained, np.ones((3, 3)), x)).matvec_group
+    A = np.random.default_rng(0).standard_normal((3, 3))
+    np.testing.assert_allclose(chained(A, x), A @ np.tanh(A @ x) + A @ x, rtol=1e-13)
+
+
+def _final(k, *args):
+    """The IR code generation sees (after simplification)."""
+    return k.lower(*args)._fn
+
+
+def test_euler_jvp_groups_and_matches_finite_differences():
+    r = np.random.default_rng(3)
+    d = 11
+    A = (2 * r.standard_normal((d, d)) / np.sqrt(d))
+    x0, v = r.standard_normal(d), r.standard_normal(d)
+    fn = _final(euler.jvp, x0.astype(np.float32), A.astype(np.float32), np.float32(0.1), 50,
+                v.astype(np.float32), A.astype(np.float32), np.float32(0))
+    assert any(len(g) == 2 for g in Analysis(fn).matvec_group.values())
+    _, t = jvp(euler, (x0.astype(np.float32), A.astype(np.float32), np.float32(0.1), 50),
+               (v.astype(np.float32), None, None))
+
+    def f64(x):
+        for _ in range(50):
+            x = x + 0.1 * (-x + np.tanh(A @ x))
+        return x
+    eps = 1e-6
+    fd = (f64(x0 + eps * v) - f64(x0 - eps * v)) / (2 * eps)
+    np.testing.assert_allclose(t, fd, rtol=2e-3, atol=2e-4)
