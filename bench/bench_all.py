@@ -254,7 +254,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--quick", action="store_true", help="smaller B1 (10^6) for a smoke run")
+    ap.add_argument("--keep-cache", action="store_true",
+                    help="use the usual disk cache (default: a fresh one, so compile times are cold)")
     args = ap.parse_args()
+    if not args.keep_cache:
+        import tempfile
+        os.environ["DSLC_CACHE_DIR"] = tempfile.mkdtemp(prefix="dslc-bench-cache-")
     rng = np.random.default_rng(0)
     f32 = np.float32
     n1 = 10**6 if args.quick else 10**7
@@ -363,11 +368,57 @@ def main():
             line += f"{(f'{d / o:.2f}x' if ok else '-'):>12s}"
         print(line)
     print()
-    print("dslc compile times (first call: front end + AD + LLVM O3 + JIT; the disk cache was " +
-          ("warm" if os.environ.get("DSLC_CACHE_DIR") else "as found") + "):")
+    print("dslc compile times (first call: front end + AD + LLVM O3 + JIT; disk cache " +
+          ("as found" if args.keep_cache else "empty: cold") + "):")
     for name, t in compile_t.items():
         print(f"  {name:18s} {fmt(t)}")
     print(f"DSLC_NUM_THREADS={threads}")
+    print_goals(res, compile_t)
+
+
+# issue 7's goals; JAX's anchors (measured on this project's machines) stand in where JAX is absent
+JAX_ANCHORS = {"B1 primal": 56e-3, "B3 primal": 281e-6, "B3 grad": 273e-6, "B3 hvp": 702e-6,
+               "B4 grad": 2.31e-3, "B5 primal": 209e-6, "B5 jvp": 406e-6, "B5 vjp": 481e-6}
+
+
+def print_goals(res, compile_t):
+    def t(name, col="dslc"):
+        v = res.get((name, col))
+        return v if isinstance(v, float) else None
+
+    def jax(name):
+        v = t(name, "jax")
+        return (v, "JAX") if v is not None else (JAX_ANCHORS.get(name), "JAX anchor")
+
+    goals = []
+
+    def goal(text, value, limit, unit=""):
+        ok = value is not None and limit is not None and value <= limit
+        shown = "-" if value is None else (f"{value:.2f}{unit}" if unit != "s" else fmt(value))
+        lim = "-" if limit is None else (f"{limit:.2f}{unit}" if unit != "s" else fmt(limit))
+        goals.append(f"  {'MET    ' if ok else 'NOT MET'}  {text:58s} {shown:>10s} <= {lim}")
+
+    p1 = t("B1 primal")
+    for ref in ("numpy", "jax"):
+        r = t("B1 primal", ref) if ref == "numpy" else jax("B1 primal")[0]
+        goal(f"B1 primal 3x faster than {ref} (dslc x 3 / {ref})", p1 and r and 3 * p1 / r, 1.0)
+    goal("B1 jvp / dslc primal", p1 and t("B1 jvp") and t("B1 jvp") / p1, 1.5)
+    goal("B1 grad / dslc primal", p1 and t("B1 grad") and t("B1 grad") / p1, 2.0)
+    for name in ("B2 primal", "B2 jvp", "B2 vjp"):
+        n = t(name, "numpy")
+        goal(f"{name} / numpy", t(name) and n and t(name) / n, 1.0)
+    for name in ("B2 jacfwd", "B2 jacrev"):
+        goal(f"{name} (time)", t(name), 2e-3, "s")
+    for name, factor in (("B3 primal", 1), ("B3 grad", 1), ("B3 hvp", 1), ("B4 grad", 1.2),
+                         ("B5 primal", 1), ("B5 jvp", 1), ("B5 vjp", 1)):
+        ref, label = jax(name)
+        goal(f"{name} / {label}" + (f" (<= {factor})" if factor != 1 else ""),
+             t(name) and ref and t(name) / ref, factor)
+    for name, lim in (("B6 primal (call)", 3e-6), ("B6 jvp (call)", 4e-6), ("B6 grad (call)", 4e-6)):
+        goal(f"{name} per call", t(name), lim, "s")
+    goal("B4 grad compiled cold", compile_t.get("B4 grad"), 0.150, "s")
+    print("\ngoals (issue 7; warm start: bench/bench_startup.py):")
+    print("\n".join(goals))
 
 
 if __name__ == "__main__":
