@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from . import ir
 from .codegen import llvm as backend
 from .pipeline import VERSION, signature_of
+from .warmstart import find_cc   # defined there: the warm path must not import this module
 
 FORMAT = "dslc-library"
 FORMAT_VERSION = 1
@@ -112,17 +113,6 @@ def optimise(ref, tm, level: int):
 
 
 # --- linking --------------------------------------------------------------------------------------------
-
-def find_cc() -> str | None:
-    cc = os.environ.get("CC")
-    if cc:
-        return cc
-    for c in ("cc", "gcc", "clang"):
-        p = shutil.which(c)
-        if p:
-            return p
-    return None
-
 
 def cc_version(cc: str) -> str:
     try:

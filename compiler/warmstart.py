@@ -36,7 +36,7 @@ dynamic loader patches the text at load time (text relocations). Calls to NumPy'
 (`dslc_cblas_?gemm`, bound with `llvm.add_symbol` in the JIT) go through a small C stub whose
 function pointers `load_library` sets. Platforms where any of this fails simply never get a record.
 
-Files are written atomically (temporary file + rename) and carry a checksum, as cache.py's do.
+Files are written atomically (temporary file + rename) and carry a checksum, with cache.py's helpers.
 Set DSLC_WARM_START=0 to turn the layer off.
 """
 from __future__ import annotations
@@ -202,56 +202,28 @@ def _path(name: str, directory: str | None = None) -> str:
 
 def load_record(key: str, directory: str | None = None):
     """The record stored under `key` (a dict), or None when absent or corrupt (then removed)."""
-    path = _path(key + ".warm", directory)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    try:
-        if not data.startswith(MAGIC):
-            raise ValueError("bad magic")
-        body = data[len(MAGIC):]
-        if digest(body[40:]).encode() != body[:40]:
-            raise ValueError("checksum mismatch")
-        rec = marshal.loads(body[40:])
-        if not isinstance(rec, dict) or rec.get("format") != FORMAT:
-            raise ValueError("not a record")
-        return rec
-    except (ValueError, EOFError, TypeError):
-        _unlink(path)                  # corrupt or truncated: drop it, it will be rebuilt
-        return None
+    return cache.load_sealed(_path(key + ".warm", directory), MAGIC, digest, _decode_record)
+
+
+def _decode_record(body: bytes) -> dict:
+    rec = marshal.loads(body)
+    if not isinstance(rec, dict) or rec.get("format") != FORMAT:
+        raise ValueError("not a record")
+    return rec
 
 
 def store_record(key: str, record: dict, directory: str | None = None) -> bool:
     record = dict(record, format=FORMAT)
-    body = marshal.dumps(record)
-    return _atomic_write(_path(key + ".warm", directory), MAGIC + digest(body).encode() + body)
+    return _atomic_write(_path(key + ".warm", directory), cache.seal(MAGIC, digest, marshal.dumps(record)))
 
 
 def _atomic_write(path: str, data: bytes) -> bool:
-    import tempfile
-    d = os.path.dirname(path)
     try:
-        os.makedirs(d, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
-    except OSError:
-        return False                   # read-only or full: cache.py has already warned
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+        cache.write_atomic(path, data)
         return True
     except OSError:
-        _unlink(tmp)
-        return False
+        return False                   # read-only or full: cache.py has already warned
 
-
-def _unlink(path: str):
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 # --- loading a linked kernel ----------------------------------------------------------------------------
@@ -284,7 +256,7 @@ def load_library(record: dict, directory: str | None = None):
     except OSError:
         return None
     if digest(data) != want:
-        _unlink(path)                  # corrupt: the next compile links it again
+        cache.unlink_quiet(path)       # corrupt: the next compile links it again
         return None
     try:
         lib = ctypes.CDLL(path)
@@ -399,7 +371,7 @@ def _build(directory, key, object_key, record, static):
     sig = meta.get("signature")
     if not isinstance(sig, dict) or not isinstance(sig.get("symbol"), str):
         return
-    cc = _find_cc()
+    cc = find_cc()
     if not cc:
         _no_cc = True
         return
@@ -415,12 +387,12 @@ def _build(directory, key, object_key, record, static):
                            object_stamp=ostamp), directory)
     stale = old.get("library") if old is not None else None
     if isinstance(stale, str) and stale != name and stale.startswith(key):
-        _unlink(_path(stale, directory))   # the library the replaced record named (a process that
-                                           # read that record just compiles instead)
+        # the library the replaced record named (a process that read that record just compiles instead)
+        cache.unlink_quiet(_path(stale, directory))
 
 
-def _find_cc() -> str | None:
-    """$CC, else cc, gcc or clang on PATH (as aot.find_cc, without importing the compiler)."""
+def find_cc() -> str | None:
+    """$CC, else cc, gcc or clang on PATH (aot.py uses this one: it imports no compiler module)."""
     import shutil
     cc = os.environ.get("CC")
     if cc:

@@ -781,42 +781,23 @@ def _build_lark(grammar: str, indenter, builder) -> Lark:
 
 def _load_tables(path: str, run: dict):
     import io
+    from compiler import cache
     from compiler.warmstart import digest
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-        body = data[len(_TABLES_MAGIC):]
-        if not data.startswith(_TABLES_MAGIC) or digest(body[40:]).encode() != body[:40]:
-            raise ValueError("corrupt parser tables")
-        return Lark.__new__(Lark)._load(io.BytesIO(body[40:]), **run)
-    except FileNotFoundError:
-        return None
-    except Exception:                   # corrupt, or another lark: build them again
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
-        return None
+    # corrupt, or saved by another lark (its _load raises): removed, and built again
+    return cache.load_sealed(path, _TABLES_MAGIC, digest,
+                             lambda body: Lark.__new__(Lark)._load(io.BytesIO(body), **run))
 
 
 def _save_tables(lark: Lark, path: str):
     import io
-    import tempfile
+    from compiler import cache
     from compiler.warmstart import digest
-    tmp = None
     try:
         buf = io.BytesIO()
         lark.save(buf, exclude_options=_RUN_OPTIONS)
-        body = buf.getvalue()
-        d = os.path.dirname(path)
-        os.makedirs(d, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
-        with os.fdopen(fd, "wb") as f:
-            f.write(_TABLES_MAGIC + digest(body).encode() + body)
-        os.replace(tmp, path)
+        cache.write_atomic(path, cache.seal(_TABLES_MAGIC, digest, buf.getvalue()))
     except Exception:                   # read-only cache directory, ...: only slower next time
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
+        pass
 
 
 # ---------------------------------------------------------------------------
