@@ -23,7 +23,8 @@ _lock = threading.Lock()
 
 
 def is_device(v) -> bool:
-    return hasattr(v, "__cuda_array_interface__")
+    # DeviceArray first: its interface is a property that builds a dict on every access
+    return isinstance(v, cuda.DeviceArray) or hasattr(v, "__cuda_array_interface__")
 
 
 def _is_host_array(v) -> bool:
@@ -67,6 +68,50 @@ def call(kernel, args, forced: bool = False):
     return _launch(kernel, entry, args)
 
 
+_local = threading.local()
+
+
+def _nvptx():
+    from compiler.codegen import nvptx
+    return nvptx
+
+
+class _DeviceScratch:
+    """Scratch words in device memory, read back with a copy (drivers without mapped memory)."""
+
+    def __init__(self, words: int, device: int):
+        self.array = cuda.zeros((words,), np.int64, device=device)
+        self.ptr = self.array.ptr
+
+    def words(self):
+        return self.array.get()
+
+
+def _scratch(device: int, words: int):
+    """This thread's scratch words for `device` (at least `words` int64), reused by every launch:
+    mapped host memory the kernel writes directly (no copy back), else device memory."""
+    bufs = _local.__dict__.setdefault("scratch", {})
+    have = bufs.get(device)
+    if have is None or have[0] < words:
+        n = max(words, 16)
+        try:
+            buf = cuda.MappedHostBuffer(8 * n, device=device)
+        except cuda.CudaError:
+            buf = _DeviceScratch(n, device)
+        bufs[device] = have = (n, buf)
+    return have[1]
+
+
+def _heap_bytes(device: int) -> int:
+    """The device malloc heap kernels need for temporaries: DSLC_CUDA_HEAP_MB, else an eighth of
+    the device's memory, at most 4 GiB."""
+    import os
+    env = os.environ.get("DSLC_CUDA_HEAP_MB", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env) << 20
+    return min(cuda.mem_get_info(device)[1] // 8, 4 << 30)
+
+
 class _Entry:
     def __init__(self, signature, function, module):
         self.signature, self.function, self.module = signature, function, module
@@ -83,6 +128,7 @@ def _compiled(kernel, ptypes) -> _Entry:
             symbol = re.sub(r"[^A-Za-z0-9_]", "_", kernel.name).strip("_") or "kernel"
             ptx, sites = nvptx.emit_ptx(fn, symbol, kernel.boundscheck)
             sig = Signature.from_json(signature_of(fn, symbol, sites))
+            cuda.ensure_heap(_heap_bytes(0))
             module = cuda.Module(ptx, name=kernel.name)
             cache[key] = _Entry(sig, module.get_function(symbol), module)
         return cache[key]
@@ -116,21 +162,33 @@ def _launch(kernel, entry: _Entry, args):
                 raise ValueError(f"parameter '{p.name}': expected extent {d}, got {n}")
         packed.append(ctypes.c_void_p(a.ptr))
         packed += [ctypes.c_int64(n) for n in a.shape]
-    outs = []
+    # one per-thread scratch buffer of int64 words, read back with one copy: [status (int32,
+    # padded), err[4], scalar results...]; the kernel always writes the status
+    nscalar = sum(1 for o in sig.outputs if not o.dims)
+    scratch = _scratch(entry.module.device, 5 + nscalar)
+    outs, word = [], 5
     for o in sig.outputs:
         shape = tuple(eval_dim(d, dims, scalars) for d in o.dims)
-        buf = cuda.empty(shape if shape else (1,), numpy_dtype(o.dtype))
+        if o.dims:
+            buf = cuda.empty(shape, numpy_dtype(o.dtype))
+            ptr = buf.ptr
+        else:
+            buf, ptr = word, scratch.ptr + 8 * word
+            word += 1
         outs.append((o, buf, shape))
-        packed.append(ctypes.c_void_p(buf.ptr))
+        packed.append(ctypes.c_void_p(ptr))
         packed += [ctypes.c_int64(n) for n in shape]
-    status = cuda.zeros((1,), np.int32)
-    err = cuda.zeros((4,), np.int64)
-    packed += [ctypes.c_void_p(status.ptr), ctypes.c_void_p(err.ptr)]
-    # first version of the GPU code generator: one thread runs the kernel (see nvptx.py)
-    cuda.launch(entry.function, 1, 1, packed)
-    code = int(status.get()[0])
+    packed += [ctypes.c_void_p(scratch.ptr), ctypes.c_void_p(scratch.ptr + 8)]
+    nvptx = _nvptx()
+    cuda.launch_cooperative(entry.function, nvptx.BLOCK, packed, max_blocks=nvptx.MAX_BLOCKS)
+    words = scratch.words()
+    code = int(words[:1].view(np.int32)[0])
+    if code == nvptx.BAD_LAUNCH:
+        raise RuntimeError(f"{kernel.name}(): the GPU kernel refused its launch shape (a 1-D grid of at "
+                           f"most {nvptx.MAX_BLOCKS} blocks of at most 1024 threads)")
     if code:
-        details = tuple(int(v) for v in err.get())
+        details = tuple(int(v) for v in words[1:5])
         raise status_error(sig, code, details[1:3] if details[0] == code else None)
-    results = [buf if shape else buf.get()[0] for o, buf, shape in outs]
+    results = [words[buf:buf + 1].view(numpy_dtype(o.dtype))[0] if isinstance(buf, int) else buf
+               for o, buf, shape in outs]
     return tuple(results) if sig.tuple_result else results[0]

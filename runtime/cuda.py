@@ -170,6 +170,16 @@ _PROTOTYPES: dict[str, tuple] = {
     "cuLaunchKernel": (_vp, _uint, _uint, _uint, _uint, _uint, _uint, _uint, _vp, _p(_vp), _p(_vp)),
     "cuStreamSynchronize": (_vp,),
 }
+# bound when the library has them (every real driver since CUDA 9; the tests' fake driver may not)
+_OPTIONAL_PROTOTYPES: dict[str, tuple] = {
+    "cuLaunchCooperativeKernel": (_vp, _uint, _uint, _uint, _uint, _uint, _uint, _uint, _vp, _p(_vp)),
+    "cuOccupancyMaxActiveBlocksPerMultiprocessor": (_p(_int), _vp, _int, _size),
+    "cuCtxSetLimit": (_int, _size),
+    "cuMemHostAlloc": (_p(_vp), _size, _uint),
+    "cuMemHostGetDevicePointer_v2": (_p(_u64), _vp, _uint),
+    "cuMemFreeHost": (_vp,),
+    "cuCtxGetLimit": (_p(_size), _int),
+}
 
 # enum values from cuda.h
 CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK = 1
@@ -182,6 +192,8 @@ CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76
 CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL = 9
 CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK = 0
 CU_FUNC_ATTRIBUTE_NUM_REGS = 4
+CU_DEVICE_ATTRIBUTE_COOPERATIVE_LAUNCH = 95
+CU_LIMIT_MALLOC_HEAP_SIZE = 2
 CU_JIT_INFO_LOG_BUFFER = 3
 CU_JIT_INFO_LOG_BUFFER_SIZE_BYTES = 4
 CU_JIT_ERROR_LOG_BUFFER = 5
@@ -202,6 +214,12 @@ class _Driver:
             f.argtypes = argtypes
             f.restype = _int
             self.fn[name] = f
+        for name, argtypes in _OPTIONAL_PROTOTYPES.items():
+            f = getattr(lib, name, None)
+            if f is not None:
+                f.argtypes = argtypes
+                f.restype = _int
+                self.fn[name] = f
         self.device_count = 0
         self.contexts: dict[int, ctypes.c_void_p] = {}
         self.lock = threading.Lock()
@@ -338,12 +356,15 @@ def _driver() -> _Driver:
 
 def _reset() -> None:
     """Forget the loaded driver (tests; a forked child). Handles made before are never freed after."""
-    global _driver_obj, _unavailable, _loaded, _generation
+    global _driver_obj, _unavailable, _loaded, _generation, _pool_bytes
     with _lock:
         _driver_obj = None
         _unavailable = None
         _loaded = False
         _generation += 1
+    with _pool_lock:
+        _pool.clear()               # the old driver's memory: never freed through a new one
+        _pool_bytes = 0
 
 
 if hasattr(os, "register_at_fork"):
@@ -422,12 +443,50 @@ def synchronize(device: int = 0) -> None:
 
 # --- device memory --------------------------------------------------------------------------------------
 
+# Freed blocks of at least POOL_MIN_BYTES are kept for reuse by an allocation of the same size
+# (cuMemAlloc/cuMemFree of 400 MB take ~0.4 ms, longer than a kernel reading it), up to
+# DSLC_CUDA_POOL_MB (default 2048) in all; `release_pool()` frees them, and so does an
+# allocation that would otherwise run out of memory.
+POOL_MIN_BYTES = 1 << 20
+_pool: dict[tuple[int, int], list[int]] = {}
+_pool_lock = threading.Lock()
+_pool_bytes = 0
+
+
+def _pool_cap() -> int:
+    env = os.environ.get("DSLC_CUDA_POOL_MB", "")
+    return (int(env) << 20) if env.isdigit() else (2048 << 20)
+
+
+def release_pool() -> int:
+    """Free the device memory kept for reuse by freed arrays; returns the bytes released."""
+    global _pool_bytes
+    with _pool_lock:
+        blocks, _pool_bytes = [(k[0], p) for k, ps in _pool.items() for p in ps], 0
+        released = sum(k[1] * len(ps) for k, ps in _pool.items())
+        _pool.clear()
+    drv = _driver_obj
+    for device, p in blocks:
+        if drv is not None:
+            drv.context(device)
+            drv.fn["cuMemFree_v2"](p)
+    return released
+
+
 def _mem_alloc(drv: _Driver, nbytes: int, device: int) -> int:
+    global _pool_bytes
+    if nbytes >= POOL_MIN_BYTES:
+        with _pool_lock:
+            free = _pool.get((device, nbytes))
+            if free:
+                _pool_bytes -= nbytes
+                return free.pop()
     drv.context(device)
     ptr = _u64()
     code = drv.fn["cuMemAlloc_v2"](ctypes.byref(ptr), nbytes)
     if code == CUDA_ERROR_OUT_OF_MEMORY:
         gc.collect()  # unreachable DeviceArrays hold memory until collected: free them and retry once
+        release_pool()
         code = drv.fn["cuMemAlloc_v2"](ctypes.byref(ptr), nbytes)
     if code == CUDA_ERROR_OUT_OF_MEMORY:
         name, desc = drv.describe(code)
@@ -455,11 +514,19 @@ def _fmt_bytes(n: int) -> str:
     return f"{n} B"  # pragma: no cover
 
 
-def _mem_free(ptr: int, device: int, generation: int) -> None:
-    """Finalizer of an owned allocation. Never raises (it runs inside the garbage collector)."""
+def _mem_free(ptr: int, device: int, generation: int, nbytes: int = 0) -> None:
+    """Finalizer of an owned allocation (kept for reuse when big, see POOL_MIN_BYTES). Never
+    raises (it runs inside the garbage collector)."""
+    global _pool_bytes
     drv = _driver_obj
     if drv is None or generation != _generation:
         return
+    if nbytes >= POOL_MIN_BYTES:
+        with _pool_lock:
+            if _pool_bytes + nbytes <= _pool_cap():
+                _pool.setdefault((device, nbytes), []).append(ptr)
+                _pool_bytes += nbytes
+                return
     try:
         drv.context(device)
         drv.fn["cuMemFree_v2"](ptr)
@@ -520,7 +587,7 @@ class DeviceArray:
         self._init(shp, dt, 0, device, None, False)
         if self._nbytes:
             self._ptr = _mem_alloc(drv, self._nbytes, device)
-            f = weakref.finalize(self, _mem_free, self._ptr, device, _generation)
+            f = weakref.finalize(self, _mem_free, self._ptr, device, _generation, self._nbytes)
             f.atexit = False  # the process exit frees device memory; the driver may be gone by then
 
     def _init(self, shape: tuple[int, ...], dtype: np.dtype, ptr: int, device: int | None, owner: Any,
@@ -903,6 +970,22 @@ class Function:
                  sync: bool = True) -> None:
         launch(self, grid, block, args, shared_mem=shared_mem, stream=stream, sync=sync)
 
+    def max_active_blocks(self, block: int, shared_mem: int = 0) -> int:
+        """Blocks of `block` threads of this kernel that fit on the whole device at once (the
+        occupancy calculator times the multiprocessors); 1 where the driver cannot say."""
+        cached = self.__dict__.setdefault("_occupancy", {})
+        if (block, shared_mem) not in cached:
+            drv = _driver()
+            drv.context(self.device)
+            f = drv.fn.get("cuOccupancyMaxActiveBlocksPerMultiprocessor")
+            n = _int(0)
+            if f is None or f(ctypes.byref(n), self.handle, int(block), int(shared_mem)) != 0:
+                cached[(block, shared_mem)] = 1
+            else:
+                sms = device_attribute(CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, self.device)
+                cached[(block, shared_mem)] = max(1, n.value * sms)
+        return cached[(block, shared_mem)]
+
     def __repr__(self) -> str:
         return f"<CUDA kernel {self.name!r} of {self.module.name}>"
 
@@ -988,3 +1071,88 @@ def launch(function: Function, grid: Any, block: Any, args: Sequence[Any] = (), 
             raise drv.error("cuCtxSynchronize", code, f"running kernel {function.name!r} with grid {g}, "
                             f"block {b}")
     del keep
+
+
+_cooperative: dict[int, bool] = {}     # device -> supports cooperative launches
+
+
+def launch_cooperative(function: Function, block: int, args: Sequence[Any] = (), max_blocks: int | None = None) -> int:
+    """Launch `function` on as many blocks of `block` threads as can run at once (at most
+    `max_blocks`), all guaranteed co-resident (cuLaunchCooperativeKernel), so the kernel may
+    synchronise its whole grid; wait for it. Falls back to one block of one thread where the
+    driver has no cooperative launch. Returns the number of blocks launched."""
+    drv = _driver()
+    drv.context(function.device)
+    coop = drv.fn.get("cuLaunchCooperativeKernel")
+    if coop is not None and function.device not in _cooperative:
+        _cooperative[function.device] = bool(device_attribute(CU_DEVICE_ATTRIBUTE_COOPERATIVE_LAUNCH,
+                                                              function.device))
+    if coop is None or not _cooperative[function.device]:
+        launch(function, 1, 1, args)
+        return 1
+    grid = function.max_active_blocks(block)
+    if max_blocks is not None:
+        grid = min(grid, max_blocks)
+    params, keep = pack_kernel_args(args)
+    code = coop(function.handle, grid, 1, 1, block, 1, 1, 0, None, params)
+    if code != 0:
+        raise drv.error("cuLaunchCooperativeKernel", code, f"launching kernel {function.name!r} on "
+                        f"{grid} co-resident blocks of {block} threads")
+    code = drv.fn["cuCtxSynchronize"]()
+    if code != 0:
+        raise drv.error("cuCtxSynchronize", code, f"running kernel {function.name!r} on {grid} blocks "
+                        f"of {block} threads")
+    del keep
+    return grid
+
+
+def ensure_heap(nbytes: int, device: int = 0) -> None:
+    """Make the device `malloc` heap at least `nbytes` (kernels allocate their temporaries there;
+    the driver's default is 8 MiB). Only possible before the context first runs a kernel that
+    uses malloc; later calls that cannot grow it are ignored (allocation failures are reported by
+    the kernels themselves)."""
+    drv = _driver()
+    drv.context(device)
+    get, set_ = drv.fn.get("cuCtxGetLimit"), drv.fn.get("cuCtxSetLimit")
+    if get is None or set_ is None:
+        return
+    cur = _size(0)
+    if get(ctypes.byref(cur), CU_LIMIT_MALLOC_HEAP_SIZE) == 0 and cur.value < nbytes:
+        set_(CU_LIMIT_MALLOC_HEAP_SIZE, _size(int(nbytes)))
+
+
+class MappedHostBuffer:
+    """Page-locked host memory that kernels write directly (`ptr` is its device address), so a
+    few words of results come back with no copy once the kernel has finished. Raises CudaError
+    where the driver cannot map host memory."""
+
+    def __init__(self, nbytes: int, device: int = 0):
+        drv = _driver()
+        drv.context(device)
+        if "cuMemHostAlloc" not in drv.fn or "cuMemHostGetDevicePointer_v2" not in drv.fn:
+            raise CudaError("this CUDA driver cannot map host memory (no cuMemHostAlloc)")
+        host, dptr = _vp(), _u64()
+        drv.check("cuMemHostAlloc", ctypes.byref(host), int(nbytes), 0x01 | 0x02)   # PORTABLE | DEVICEMAP
+        try:
+            drv.check("cuMemHostGetDevicePointer_v2", ctypes.byref(dptr), host, 0)
+        except CudaError:
+            drv.fn["cuMemFreeHost"](host)
+            raise
+        self.host, self.ptr, self.nbytes = host.value, dptr.value, int(nbytes)
+        self._view = np.frombuffer((ctypes.c_uint8 * self.nbytes).from_address(self.host), dtype=np.int64)
+        f = weakref.finalize(self, _free_host, self.host, _generation)
+        f.atexit = False
+
+    def words(self) -> np.ndarray:
+        """A copy of the buffer as int64 words (call after the kernel writing it has finished)."""
+        return self._view.copy()
+
+
+def _free_host(host: int, generation: int) -> None:
+    drv = _driver_obj
+    if drv is None or generation != _generation or "cuMemFreeHost" not in drv.fn:
+        return
+    try:
+        drv.fn["cuMemFreeHost"](_vp(host))
+    except Exception:  # pragma: no cover
+        pass

@@ -50,6 +50,9 @@ class Site:
 class FunctionCodegen:
     """Builds one LLVM function from an `ir.Function`."""
 
+    #: loop nests of fewer than 2 * grain elements never run in parallel
+    grain = parallel.GRAIN
+
     def __init__(self, module: ll.Module, fn: ir.Function, symbol: str, boundscheck: bool = True,
                  vector_isas=(), blas: bool = False, threads: bool = False):
         self.module, self.fn, self.symbol = module, fn, symbol
@@ -68,6 +71,7 @@ class FunctionCodegen:
         self.kept_slots = set()           # reusable allocation sites, freed when the kernel returns
         self.slot_caps = {}               # id(site slot) -> alloca holding its buffer's capacity
         self._elem_memo = {}
+        self._preloaded = None            # (id(ptr), ids of the index) -> a value loaded ahead
 
     # ---- entry point ---------------------------------------------------------------------
     def build(self) -> ll.Function:
@@ -411,6 +415,10 @@ class FunctionCodegen:
         return off
 
     def load_elem(self, av: ArrayVal, idx):
+        if self._preloaded:
+            hit = self._preloaded.get((id(av.ptr), tuple(id(i) for i in idx)))
+            if hit is not None:
+                return hit
         p = self.b.gep(av.ptr, [self.flat(av.dims, idx)], inbounds=True)
         v = self.b.load(p)
         return self.b.trunc(v, I1) if av.dtype == "bool" else v
@@ -448,6 +456,16 @@ class FunctionCodegen:
         if not self.info.fused(v):
             self.materialize(v)
 
+    def leaf_reads(self, values) -> list:
+        """The stored arrays that reading `values` elementwise reads (a fused value: its leaves)."""
+        out = []
+        for v in values:
+            av = self.values.get(v)
+            for r in (av.reads if isinstance(av, ArrayVal) and av.lazy is not None else [v]):
+                if r not in out:
+                    out.append(r)
+        return out
+
     def reads(self, v: ir.Value, x: ir.Value) -> bool:
         av = self.values.get(v)
         return isinstance(av, ArrayVal) and av.lazy is not None and x in av.reads
@@ -457,12 +475,12 @@ class FunctionCodegen:
         if av.ptr is not None:
             return av
         out = self.allocate(av.dtype, av.dims)
-        self.parallel_loop(av.dims, lambda idx, _: self.store_elem(out, idx, av.lazy(idx)))
+        self.parallel_loop(av.dims, lambda idx, _: self.store_elem(out, idx, av.lazy(idx)), reads=av.reads)
         self.values[v] = out
         return out
 
     def copy_into(self, v: ir.Value, out: ArrayVal):
-        self.parallel_loop(out.dims, lambda idx, _: self.store_elem(out, idx, self.elem(v, idx)))
+        self.parallel_loop(out.dims, lambda idx, _: self.store_elem(out, idx, self.elem(v, idx)), reads=[v])
 
     def copy_many(self, pairs):
         """copy_into for several (value, destination) pairs; values of one symbolic shape are
@@ -476,7 +494,7 @@ class FunctionCodegen:
             def body(idx, _, group=group):
                 for v, out in group:
                     self.store_elem(out, idx, self.elem(v, idx))
-            self.parallel_loop(dims, body)
+            self.parallel_loop(dims, body, reads=[v for v, _ in group])
 
     def writable_copy(self, op: ir.Op, x: ir.Value) -> ArrayVal:
         """x's buffer if `op` may update it in place (owned, defined in op's block, dead after op);
@@ -489,8 +507,8 @@ class FunctionCodegen:
         return out
 
     # ---- loops -----------------------------------------------------------------------------
-    def for_range(self, n, body, start=None):
-        """for i in [start, n): body(i), as a canonical counted loop."""
+    def for_range(self, n, body, start=None, step=None):
+        """for i in [start, n) by step (default 1): body(i), as a canonical counted loop."""
         b = self.b
         pre = b.block
         head = self.llfn.append_basic_block("loop")
@@ -503,7 +521,7 @@ class FunctionCodegen:
         b.cbranch(b.icmp_signed("<", i, n), inner, exit_)
         b.position_at_end(inner)
         body(i)
-        nxt = b.add(i, self.i64(1), flags=("nsw",))
+        nxt = b.add(i, step if step is not None else self.i64(1), flags=("nsw",))
         i.add_incoming(nxt, b.block)
         b.branch(head)
         b.position_at_end(exit_)
@@ -515,36 +533,41 @@ class FunctionCodegen:
         self.for_range(dims[len(idx)], lambda i: self.loop_nest(dims, body, tuple(idx) + (i,)))
 
     # ---- threads -------------------------------------------------------------------------------
-    def parallel_loop(self, dims, body, accs=(), work=None):
+    def parallel_loop(self, dims, body, accs=(), work=None, reads=()):
         """loop_nest(dims, body(idx, acc_slots)) with accumulators `accs` = [(dtype, init, combine)];
         returns the accumulators' final values. When threads are on, the outer loop is cut into
         chunks run by `parallel.run_fn` (each chunk has its own accumulators, combined in chunk order
         afterwards); small loops run as one chunk, inline. `work` (i64): elements of work per
-        iteration of the nest, when that is more than one (a row of a matrix product)."""
+        iteration of the nest, when that is more than one (a row of a matrix product). `reads`:
+        IR values the body reads at `idx` (a target may load them ahead, see `_chunk_rows`)."""
         static = 1
-        for d in dims:
+        for d in list(dims) + ([work] if work is not None else []):
             static = static * d.constant if isinstance(d, ll.Constant) and static is not None else None
         if (not self.threads or self.in_parallel or not dims
-                or (static is not None and static < 2 * parallel.GRAIN)):
+                or (static is not None and static < 2 * self.grain)):
             slots = [self.alloca_scalar(dt, init) for dt, init, _ in accs]
             self.loop_nest(dims, lambda idx: body(idx, slots))
             return [self.b.load(s) for s in slots]
-        return self._outlined_loop(dims, body, accs, work)
+        return self._outlined_loop(dims, body, accs, work, reads)
 
-    def _outlined_loop(self, dims, body, accs, work=None):
+    def _outlined_loop(self, dims, body, accs, work=None, reads=()):
         b = self.b
         total = self.i64(1) if work is None else self.smax(work, self.i64(1))
         for d in dims:
             total = b.mul(total, self.smax(d, self.i64(0)))
-        chunks = parallel.chunk_count(b, self.smax(dims[0], self.i64(0)), total)
-        partials = [self._entry_alloca(ll.ArrayType(LLTYPE[dt], parallel.MAX_CHUNKS)) for dt, _, _ in accs]
+        chunks = self._chunk_count(self.smax(dims[0], self.i64(0)), total)
+        partials = [self._partials_buffer(dt) for dt, _, _ in accs]
         results = [self._entry_alloca(LLTYPE[dt]) for dt, _, _ in accs]
-        sub = self._chunk_function(dims, body, accs, partials)
+        sub = self._chunk_function(dims, body, accs, partials, reads)
         captured = _captures(sub, self.llfn)
+        if not self._can_capture(captured):
+            slots = [self.alloca_scalar(dt, init) for dt, init, _ in accs]
+            self.loop_nest(dims, lambda idx: body(idx, slots))
+            return [b.load(s_) for s_ in slots]
         ctx_t = ll.LiteralStructType([v.type for v in captured] or [I8])
         _load_captures(sub, captured, ctx_t)
         single = b.icmp_signed("==", chunks, self.i64(1))
-        if len(self.scopes) > 1:
+        if self._inline_single_chunk():
             # inside a loop or branch the nest may run many times on small data: one chunk runs
             # a copy of the loop inline (no call, no context), as if there were no threads
             with b.if_else(single) as (then, otherwise):
@@ -558,6 +581,30 @@ class FunctionCodegen:
         else:
             self._run_chunks(sub, captured, ctx_t, dims[0], chunks, accs, partials, results, single)
         return [b.load(r) for r in results]
+
+    # hooks a parallel target overrides (nvptx.py): how many chunks, where partials live, what a
+    # chunk may capture, how a chunk walks its rows and ends
+    def _chunk_count(self, n0, total):
+        return parallel.chunk_count(self.b, n0, total)
+
+    def _partials_buffer(self, dtype):
+        return self._entry_alloca(ll.ArrayType(LLTYPE[dtype], parallel.MAX_CHUNKS))
+
+    def _can_capture(self, captured) -> bool:
+        return True
+
+    def _inline_single_chunk(self) -> bool:
+        return len(self.scopes) > 1
+
+    def _chunk_rows(self, lo, hi, body, dims, reads):
+        self.for_range(hi, body, start=lo)
+
+    def _finish_chunk(self, accs, slots, partials, chunk):
+        for s_, part in zip(slots, partials):
+            self.b.store(self.b.load(s_), self.b.gep(part, [self.i64(0), chunk]))
+        self.b.ret(ll.Constant(I32, 0))
+        self.b.position_at_end(self.fail_block)
+        self.b.ret(self.b.load(self.status))
 
     def _run_chunks(self, sub, captured, ctx_t, n0, chunks, accs, partials, results, single):
         """Fill the context, run the chunks (a direct call when `single`), propagate the first
@@ -595,7 +642,7 @@ class FunctionCodegen:
             b.store(init, r)
             self.for_range(chunks, lambda c: b.store(combine(b.load(r), b.load(b.gep(part, [zero, c]))), r))
 
-    def _chunk_function(self, dims, body, accs, partials):
+    def _chunk_function(self, dims, body, accs, partials, reads=()):
         """The body of a loop nest as parallel.CHUNK_FN: rows [lo, hi) of the outer loop, its
         accumulators stored to partials[chunk]. Generated by this same code generator, so every
         value of the enclosing function it uses is captured afterwards (`_captures`)."""
@@ -618,12 +665,8 @@ class FunctionCodegen:
         self.status, self.err = self._entry_alloca(I32), err
         try:
             slots = [self.alloca_scalar(dt, init) for dt, init, _ in accs]
-            self.for_range(hi, lambda i: self.loop_nest(dims, lambda idx: body(idx, slots), (i,)), start=lo)
-            for s_, part in zip(slots, partials):
-                self.b.store(self.b.load(s_), self.b.gep(part, [self.i64(0), chunk]))
-            self.b.ret(ll.Constant(I32, 0))
-            self.b.position_at_end(self.fail_block)
-            self.b.ret(self.b.load(self.status))
+            self._chunk_rows(lo, hi, lambda i: self.loop_nest(dims, lambda idx: body(idx, slots), (i,)), dims, reads)
+            self._finish_chunk(accs, slots, partials, chunk)
             ll.IRBuilder(self.allocas).branch(entry)
             if len(self.all_slots) != saved[-1]:
                 raise AssertionError("a parallel loop body allocated an array")  # would leak per chunk
@@ -642,11 +685,12 @@ class FunctionCodegen:
         b = self.b
 
         def loops():
-            zero = self.constant(0, dt)
-            self.for_range(M, lambda i: self.for_range(
-                N, lambda j: b.store(zero, b.gep(C, [b.add(b.mul(i, ldc), j)], inbounds=True))))
-
             def row(i):
+                # self.b, not b: a parallel loop generates its rows with another builder
+                b = self.b
+                zero = self.constant(0, dt)
+                self.for_range(N, lambda j: b.store(zero, b.gep(C, [b.add(b.mul(i, ldc), j)], inbounds=True)))
+
                 def mid(p):
                     a = b.load(b.gep(A, [b.add(b.mul(p, lda), i) if ta else b.add(b.mul(i, lda), p)],
                                      inbounds=True))
@@ -661,7 +705,8 @@ class FunctionCodegen:
                             b.store(b.add(b.load(cp), b.mul(a, bv)), cp)
                     self.for_range(N, inner)
                 self.for_range(K, mid)
-            self.for_range(M, row)
+            # rows of C are independent: a big product's rows are split across threads
+            self.parallel_loop([M], lambda idx, _: row(idx[0]), work=self.b.mul(N, K))
 
         if not (self.blas and ir.is_float(dt)):
             loops()

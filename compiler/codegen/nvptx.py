@@ -6,10 +6,26 @@ without `afn`, `llvm.exp.f32`) make the NVPTX backend abort the process, so code
 them for this target. libdevice is linked in, every function but the kernel is internalised, and
 the module is optimised at O3.
 
-Execution model (first version): the kernel entry `NAME(args..., int32* status, int64* err)`
-runs the whole kernel in one GPU thread, the same code as the CPU entry point, with device
-`malloc`/`free` for temporaries; its status and error details go to device memory. It is
-correct, not yet parallel: mapping parallel loops to threads is the next step.
+Execution model: the kernel `NAME(args..., int32* status, int64* err)` runs on a grid of
+co-resident blocks (a cooperative launch, `runtime.cuda.launch_cooperative`). Thread 0 of block 0
+runs the kernel's sequential program: scalar code, `for`/`while` loops with carried values, small
+loop nests, device `malloc` for temporaries. Every other thread waits in a worker loop. A big
+parallel loop nest (the nests the CPU splits across POSIX threads: fused maps, copies, full
+reductions, axis reductions keeping the outer axis, matrix-vector products, the rows of matrix
+products) is a *job*: thread 0 stores the values the loop body uses into the job's context (a
+global), releases the grid through a grid barrier, and every thread, thread 0 included, runs the
+outer rows i = t, t + T, t + 2T, ... (T threads in all; adjacent threads touch adjacent elements
+of a 1-D loop, so loads coalesce). Each reduction is combined per block by a tree in shared
+memory; the last block to finish then combines the block partials (each thread a strided run
+of them in order, then a tree), so a result depends on the grid size only, never on timing.
+A second grid barrier ends the job. A failing check in a job
+records the first error to claim the job's error slot (some failing row, not necessarily the
+lowest); thread 0 then takes the error exit as on the CPU.
+
+No two threads ever write one element: rows are disjoint, and accumulations that could collide
+(the scatter-adds of reverse mode) are sequential code, so no atomics are needed beyond the grid
+barrier's. Any launch shape works (1 x 1 runs everything in one thread); a grid wider than
+MAX_BLOCKS, a block wider than 1024 threads or a 2-D/3-D launch returns status -1 (BAD_LAUNCH).
 """
 from __future__ import annotations
 
@@ -22,7 +38,7 @@ from llvmlite import ir as ll
 
 from .. import ir
 from ..diagnostics import UnsupportedError
-from .function import I32, I64, LLTYPE, FunctionCodegen
+from .function import I32, I64, LLTYPE, PTR, ArrayVal, FunctionCodegen
 
 TRIPLE = "nvptx64-nvidia-cuda"
 DATA_LAYOUT = "e-i64:64-i128:128-v16:16-v32:32-n16:32:64"
@@ -78,8 +94,88 @@ def _libdevice():
         return _libdevice_bytes
 
 
+#: threads per block the runtime launches (a power of two: the block reduction is a tree)
+BLOCK = 256
+#: most blocks a launch may have (the block partials of a reduction are arrays this long)
+MAX_BLOCKS = 2048
+#: loop nests of fewer than 2 * GRAIN elements run in thread 0 (a job costs two grid barriers)
+GRAIN = 1 << 12
+#: rows per step of a 1-D job whose loads are issued ahead (2 when it reads more than 2 arrays)
+UNROLL = 4
+_RED_SLOTS = 1024                     # shared-memory slots of the block reduction (max block size)
+BAD_LAUNCH = -1                       # the status of a launch shape the kernel cannot run
+
+
+def _sreg(module, b, name):
+    fname = f"llvm.nvvm.read.ptx.sreg.{name}"
+    f = module.globals.get(fname) or ll.Function(module, ll.FunctionType(I32, []), fname)
+    return b.call(f, [])
+
+
+def _global(module, name, ty, addrspace=0):
+    g = module.globals.get(name)
+    if g is None:
+        g = ll.GlobalVariable(module, ty, name, addrspace=addrspace)
+        g.linkage = "internal"
+        g.initializer = ll.Constant(ty, None)
+    return g
+
+
+def _asm(b, text):
+    b.call(ll.InlineAsm(ll.FunctionType(ll.VoidType(), []), text, "~{memory}", side_effect=True), [])
+
+
+def _barrier(b):
+    """barrier.sync 0: every thread of the block. Not the `.aligned` form LLVM's intrinsic
+    emits: thread 0 reaches a barrier from the sequential program while its warp's other
+    threads wait in the worker loop (allowed from sm_70 on)."""
+    _asm(b, "barrier.sync 0;")
+
+
+def _grid_sync_fn(module):
+    """void dslc.gpu.grid_sync(): a barrier of the whole (co-resident) grid: a block barrier, then
+    one thread per block arrives on a global counter and waits for the generation to change."""
+    fn = module.globals.get("dslc.gpu.grid_sync")
+    if fn is not None:
+        return fn
+    fn = ll.Function(module, ll.FunctionType(ll.VoidType(), []), "dslc.gpu.grid_sync")
+    fn.linkage = "internal"
+    fn.attributes.add("noinline")
+    count = _global(module, "dslc.gpu.count", I32)
+    gen = _global(module, "dslc.gpu.gen", I32)
+    b = ll.IRBuilder(fn.append_basic_block("entry"))
+    _barrier(b)
+    with b.if_then(b.icmp_unsigned("==", _sreg(module, b, "tid.x"), ll.Constant(I32, 0))):
+        g = b.load_atomic(gen, "acquire", 4)
+        last = b.sub(_sreg(module, b, "nctaid.x"), ll.Constant(I32, 1))
+        old = b.atomic_rmw("add", count, ll.Constant(I32, 1), "acq_rel")
+        with b.if_else(b.icmp_unsigned("==", old, last)) as (then, otherwise):
+            with then:
+                b.store_atomic(ll.Constant(I32, 0), count, "monotonic", 4)
+                b.atomic_rmw("add", gen, ll.Constant(I32, 1), "release")
+            with otherwise:
+                spin = fn.append_basic_block("spin")
+                done = fn.append_basic_block("spun")
+                b.branch(spin)
+                b.position_at_end(spin)
+                _asm(b, "nanosleep.u32 32;")
+                b.cbranch(b.icmp_unsigned("==", b.load_atomic(gen, "acquire", 4), g), spin, done)
+                b.position_at_end(done)
+    _barrier(b)
+    b.ret_void()
+    return fn
+
+
 class NVPTXCodegen(FunctionCodegen):
-    """The CPU code generator with math routed to libdevice (no vector math, no BLAS)."""
+    """The CPU code generator with math routed to libdevice (no vector math, no BLAS) and parallel
+    loop nests run as jobs of the whole grid (see the module docstring)."""
+
+    grain = GRAIN
+
+    def __init__(self, module, fn, symbol, boundscheck=True):
+        super().__init__(module, fn, symbol, boundscheck, threads=True)
+        self.jobs = []                  # (chunk function, its context global)
+        self._finals = {}               # partials global's name -> the global its total goes to
 
     def call_math(self, name: str, dtype: str, args):
         if name not in _LIBDEVICE_MATH:
@@ -90,6 +186,249 @@ class NVPTXCodegen(FunctionCodegen):
         if f is None:
             f = ll.Function(self.module, ll.FunctionType(ty, [ty] * len(args)), fname)
         return self.b.call(f, args)
+
+    def sreg(self, name):
+        return self.b.zext(_sreg(self.module, self.b, name), I64)
+
+    # ---- parallel loop hooks (FunctionCodegen._outlined_loop) ---------------------------------
+    def _chunk_count(self, n0, total):
+        b = self.b
+        big = b.and_(b.icmp_signed(">=", total, self.i64(2 * self.grain)), b.icmp_signed(">=", n0, self.i64(2)))
+        return b.select(big, self.i64(2), self.i64(1))
+
+    def _partials_buffer(self, dtype):
+        m = self.module
+        part = _global(m, m.get_unique_name("dslc.gpu.partials"), ll.ArrayType(LLTYPE[dtype], MAX_BLOCKS))
+        self._finals[part.name] = _global(m, m.get_unique_name("dslc.gpu.final"), LLTYPE[dtype])
+        return part
+
+    def _can_capture(self, captured) -> bool:
+        # thread 0's stack is its own: a loop body reading it must run in thread 0
+        return not any(_on_stack(v) for v in captured)
+
+    def _inline_single_chunk(self) -> bool:
+        return True                     # a chunk function has block barriers: never one thread alone
+
+    def _chunk_rows(self, lo, hi, body, dims, reads):
+        """Rows lo, lo + S, lo + 2S, ... below hi (S: the grid's threads). A 1-D loop whose body
+        reads arrays of its own extent runs UNROLL rows per step with every such load issued
+        first: one load in flight per thread cannot cover the memory latency."""
+        b = self.b
+        step = b.mul(self.sreg("nctaid.x"), self.sreg("ntid.x"))
+        ahead = []
+        if len(dims) == 1:
+            for r in self.leaf_reads(reads):
+                av = self.values.get(r)
+                if (isinstance(av, ArrayVal) and av.lazy is None and av.ptr is not None
+                        and len(av.dims) == 1 and _same_extent(av.dims[0], dims[0])):
+                    ahead.append(av)
+        if not ahead:
+            self.for_range(hi, body, start=lo, step=step)
+            return
+        unroll = UNROLL if len(ahead) <= 2 else 2
+        pre = b.block
+        head = self.llfn.append_basic_block("rows.head")
+        group = self.llfn.append_basic_block("rows.group")
+        rest = self.llfn.append_basic_block("rows.rest")
+        last = b.sub(hi, b.mul(step, self.i64(unroll - 1)))      # i < last: rows i .. i+(U-1)S exist
+        b.branch(head)
+        b.position_at_end(head)
+        i = b.phi(I64)
+        i.add_incoming(lo, pre)
+        b.cbranch(b.icmp_signed("<", i, last), group, rest)
+        b.position_at_end(group)
+        rows = [i] + [b.add(i, b.mul(step, self.i64(u))) for u in range(1, unroll)]
+        loaded = {}
+        for r in rows:
+            for av in ahead:
+                loaded[(id(av.ptr), (id(r),))] = self.load_elem(av, [r])
+        self._preloaded = loaded
+        try:
+            for r in rows:
+                body(r)
+        finally:
+            self._preloaded = None
+        i.add_incoming(b.add(i, b.mul(step, self.i64(unroll))), b.block)
+        b.branch(head)
+        b.position_at_end(rest)
+        self.for_range(hi, body, start=i, step=step)
+
+    def _finish_chunk(self, accs, slots, partials, chunk):
+        # a failed row still reaches the block reduction: its barriers need every thread
+        b = self.b
+        ok_end = b.block
+        reduce = self.llfn.append_basic_block("reduce")
+        b.branch(reduce)
+        b.position_at_end(self.fail_block)
+        failed = b.load(self.status)
+        fail_end = b.block
+        b.branch(reduce)
+        b.position_at_end(reduce)
+        st = b.phi(I32)
+        st.add_incoming(ll.Constant(I32, 0), ok_end)
+        st.add_incoming(failed, fail_end)
+        zero = self.i64(0)
+        for (dt, _, combine), s_, part in zip(accs, slots, partials):
+            self._block_reduce(b.load(s_), dt, combine, b.gep(part, [zero, self.sreg("ctaid.x")]))
+        if accs:
+            self._last_block_combines(accs, partials)
+        b.ret(st)
+
+    def _last_block_combines(self, accs, partials):
+        """The last block to finish combines every block's partial into the job's totals: thread
+        t folds partials t, t + T, ... in order, then the block's tree; the same order whichever
+        block is last."""
+        b, m = self.b, self.module
+        done = _global(m, "dslc.gpu.done", I32)
+        flag = _global(m, "dslc.gpu.last", I32, addrspace=3)
+        tid, nt, nblocks = self.sreg("tid.x"), self.sreg("ntid.x"), self.sreg("nctaid.x")
+        with b.if_then(b.icmp_signed("==", tid, self.i64(0))):
+            b.fence("seq_cst")
+            old = b.atomic_rmw("add", done, ll.Constant(I32, 1), "acq_rel")
+            last = b.icmp_unsigned("==", b.zext(old, I64), b.sub(nblocks, self.i64(1)))
+            b.store(b.zext(last, I32), flag)
+        _barrier(b)
+        with b.if_then(b.icmp_unsigned("!=", b.load(flag), ll.Constant(I32, 0))):
+            b.fence("seq_cst")
+            for (dt, init, combine), part in zip(accs, partials):
+                acc = self.alloca_scalar(dt, init)
+                self.for_range(nblocks, lambda c: b.store(
+                    combine(b.load(acc), b.load(b.gep(part, [self.i64(0), c]))), acc), start=tid, step=nt)
+                self._block_reduce(b.load(acc), dt, combine, self._finals[part.name])
+            with b.if_then(b.icmp_signed("==", tid, self.i64(0))):
+                b.store_atomic(ll.Constant(I32, 0), done, "monotonic", 4)
+        _barrier(b)
+
+    def _block_reduce(self, v, dt, combine, target):
+        """*target = the combination of v over the block's threads (a tree in shared memory)."""
+        b = self.b
+        red = _global(self.module, "dslc.gpu.red", ll.ArrayType(I64, _RED_SLOTS), addrspace=3)
+        sh = b.bitcast(red, ll.PointerType(LLTYPE[dt], addrspace=3))
+        tid, nt = self.sreg("tid.x"), self.sreg("ntid.x")
+        b.store(v, b.gep(sh, [tid]))
+        _barrier(b)
+        s = _RED_SLOTS // 2
+        while s >= 1:
+            with b.if_then(b.icmp_signed("<", self.i64(s), nt)):          # uniform in the block
+                pair = b.add(tid, self.i64(s))
+                with b.if_then(b.and_(b.icmp_signed("<", tid, self.i64(s)), b.icmp_signed("<", pair, nt))):
+                    mine = b.gep(sh, [tid])
+                    b.store(combine(b.load(mine), b.load(b.gep(sh, [pair]))), mine)
+                _barrier(b)
+            s //= 2
+        with b.if_then(b.icmp_signed("==", tid, self.i64(0))):
+            b.store(b.load(b.gep(sh, [self.i64(0)])), target)
+        _barrier(b)                     # before the next reduction reuses the slots
+
+    def _run_chunks(self, sub, captured, ctx_t, n0, chunks, accs, partials, results, single):
+        """Thread 0's side of a job: post it, run its own rows, wait, then take the first error or
+        combine the block partials in block order."""
+        b, m = self.b, self.module
+        k = len(self.jobs)
+        ctx = _global(m, m.get_unique_name("dslc.gpu.ctx"), ctx_t)
+        self.jobs.append((sub, ctx))
+        for i, v in enumerate(captured):
+            b.store(v, b.gep(ctx, [ll.Constant(I32, 0), ll.Constant(I32, i)]))
+        b.store(n0, _global(m, "dslc.gpu.n0", I64))
+        b.store(ll.Constant(I32, 0), _global(m, "dslc.gpu.failed", I32))
+        b.store(ll.Constant(I32, k), _global(m, "dslc.gpu.job", I32))
+        grid_sync = _grid_sync_fn(m)
+        b.call(grid_sync, [])
+        b.call(_run_job_fn(m), [ll.Constant(I32, k)])
+        b.call(grid_sync, [])
+        failed = b.load(_global(m, "dslc.gpu.failed", I32))
+        with b.if_then(b.icmp_unsigned("!=", failed, ll.Constant(I32, 0)), likely=False):
+            b.store(b.load(_global(m, "dslc.gpu.status", I32)), self.status)
+            with b.if_then(b.icmp_unsigned("!=", self.err, ll.Constant(self.err.type, None))):
+                errs = _global(m, "dslc.gpu.err", ll.ArrayType(I64, 3))
+                for i in range(3):
+                    b.store(b.load(b.gep(errs, [ll.Constant(I32, 0), ll.Constant(I32, i)])),
+                            b.gep(self.err, [self.i64(i)]))
+            b.branch(self.fail_block)
+        for part, r in zip(partials, results):
+            b.store(b.load(self._finals[part.name]), r)
+
+
+def _same_extent(a, c) -> bool:
+    if a is c:
+        return True
+    return isinstance(a, ll.Constant) and isinstance(c, ll.Constant) and a.constant == c.constant
+
+
+def _on_stack(v, depth=0) -> bool:
+    if isinstance(v, ll.AllocaInstr):
+        return True
+    if depth < 8 and isinstance(v, (ll.GEPInstr, ll.CastInstr)):
+        return _on_stack(v.operands[0], depth + 1)
+    return False
+
+
+def _run_job_fn(module):
+    """void dslc.gpu.run_job(i32 job): this thread's rows of a job; filled in by `_finish_jobs`
+    once every job of the kernel is known."""
+    fn = module.globals.get("dslc.gpu.run_job")
+    if fn is None:
+        fn = ll.Function(module, ll.FunctionType(ll.VoidType(), [I32]), "dslc.gpu.run_job")
+        fn.linkage = "internal"
+        fn.attributes.add("noinline")
+    return fn
+
+
+def _finish_jobs(module, jobs):
+    """The body of dslc.gpu.run_job: a switch over the kernel's jobs; a failing row's status and
+    details go to the job's error slot (the first to claim it)."""
+    fn = _run_job_fn(module)
+    entry = fn.append_basic_block("entry")
+    b = ll.IRBuilder(entry)
+    gtid = b.zext(b.add(b.mul(_sreg(module, b, "ctaid.x"), _sreg(module, b, "ntid.x")),
+                        _sreg(module, b, "tid.x")), I64)
+    errbuf = b.alloca(ll.ArrayType(I64, 3))
+    err0 = b.gep(errbuf, [ll.Constant(I32, 0), ll.Constant(I32, 0)])
+    n0 = b.load(_global(module, "dslc.gpu.n0", I64))
+    done = fn.append_basic_block("done")
+    sw = b.switch(fn.args[0], done)
+    results = [(ll.Constant(I32, 0), entry)]
+    for k, (sub, ctx) in enumerate(jobs):
+        case = fn.append_basic_block(f"job{k}")
+        sw.add_case(ll.Constant(I32, k), case)
+        b.position_at_end(case)
+        results.append((b.call(sub, [b.bitcast(ctx, PTR), gtid, n0, gtid, err0]), case))
+        b.branch(done)
+    b.position_at_end(done)
+    st = b.phi(I32)
+    for v, blk in results:
+        st.add_incoming(v, blk)
+    with b.if_then(b.icmp_unsigned("!=", st, ll.Constant(I32, 0)), likely=False):
+        first = b.cmpxchg(_global(module, "dslc.gpu.failed", I32), ll.Constant(I32, 0), ll.Constant(I32, 1),
+                          "monotonic", "monotonic")
+        with b.if_then(b.extract_value(first, 1)):
+            b.store(st, _global(module, "dslc.gpu.status", I32))
+            errs = _global(module, "dslc.gpu.err", ll.ArrayType(I64, 3))
+            for i in range(3):
+                b.store(b.load(b.gep(errbuf, [ll.Constant(I32, 0), ll.Constant(I32, i)])),
+                        b.gep(errs, [ll.Constant(I32, 0), ll.Constant(I32, i)]))
+    b.ret_void()
+
+
+def _worker_fn(module):
+    """void dslc.gpu.worker(): every thread but the first: wait for a job, run it, until job -1."""
+    fn = ll.Function(module, ll.FunctionType(ll.VoidType(), []), "dslc.gpu.worker")
+    fn.linkage = "internal"
+    grid_sync = _grid_sync_fn(module)
+    b = ll.IRBuilder(fn.append_basic_block("entry"))
+    loop, run, out = (fn.append_basic_block(n) for n in ("wait", "run", "out"))
+    b.branch(loop)
+    b.position_at_end(loop)
+    b.call(grid_sync, [])
+    job = b.load(_global(module, "dslc.gpu.job", I32))
+    b.cbranch(b.icmp_signed("<", job, ll.Constant(I32, 0)), out, run)
+    b.position_at_end(run)
+    b.call(_run_job_fn(module), [job])
+    b.call(grid_sync, [])
+    b.branch(loop)
+    b.position_at_end(out)
+    b.ret_void()
+    return fn
 
 
 def build_module(fn: ir.Function, symbol: str, boundscheck: bool = True) -> tuple[ll.Module, list]:
@@ -107,9 +446,33 @@ def build_module(fn: ir.Function, symbol: str, boundscheck: bool = True) -> tupl
     kern.calling_convention = "ptx_kernel"
     b = ll.IRBuilder(kern.append_basic_block())
     args = list(kern.args)
-    status = b.call(inner, args[:-2] + [args[-1]])
-    b.store(status, args[-2])
+    sreg = {n: _sreg(module, b, n) for n in ("tid.x", "tid.y", "tid.z", "ctaid.x", "ctaid.y", "ctaid.z",
+                                             "ntid.x", "ntid.y", "ntid.z", "nctaid.x", "nctaid.y", "nctaid.z")}
+    anyidx = sreg["tid.x"]
+    for n in ("tid.y", "tid.z", "ctaid.x", "ctaid.y", "ctaid.z"):
+        anyidx = b.or_(anyidx, sreg[n])
+    first = b.icmp_unsigned("==", anyidx, ll.Constant(I32, 0))
+    bad = b.or_(b.icmp_unsigned(">", sreg["nctaid.x"], ll.Constant(I32, MAX_BLOCKS)),
+                b.icmp_unsigned(">", sreg["ntid.x"], ll.Constant(I32, _RED_SLOTS)))
+    for n in ("ntid.y", "ntid.z", "nctaid.y", "nctaid.z"):
+        bad = b.or_(bad, b.icmp_unsigned("!=", sreg[n], ll.Constant(I32, 1)))
+    with b.if_then(bad, likely=False):
+        with b.if_then(first):
+            b.store(ll.Constant(I32, BAD_LAUNCH), args[-2])
+        b.ret_void()
+    with b.if_else(first) as (then, otherwise):
+        with then:
+            status = b.call(inner, args[:-2] + [args[-1]])
+            b.store(status, args[-2])
+            if cg.jobs:
+                b.store(ll.Constant(I32, -1), _global(module, "dslc.gpu.job", I32))
+                b.call(_grid_sync_fn(module), [])
+        with otherwise:
+            if cg.jobs:
+                b.call(_worker_fn(module), [])
     b.ret_void()
+    if cg.jobs:
+        _finish_jobs(module, cg.jobs)
     return module, cg.sites
 
 
