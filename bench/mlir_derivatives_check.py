@@ -17,8 +17,13 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from test_mlir_all_kernels import (DslcError, FIXED_ARGS, _outcome, _random_args, _suite_kernels,  # noqa: E402
-                                   is_float, jvp_function, prepare, vjp_function)
+from compiler.ad.jvp import jvp_function  # noqa: E402
+from compiler.ad.transpose import vjp_function  # noqa: E402
+from compiler.diagnostics import DslcError  # noqa: E402
+from compiler.ir import is_float  # noqa: E402
+from compiler.pipeline import prepare  # noqa: E402
+from suite_kernels import FIXED_ARGS, random_args as _random_args, suite_kernels as _suite_kernels  # noqa: E402
+from test_mlir_all_kernels import _outcome  # noqa: E402
 
 
 def test_every_suite_kernels_jvp_and_vjp_run_the_same_through_mlir():

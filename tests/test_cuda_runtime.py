@@ -32,6 +32,7 @@ import pytest
 
 import runtime.cuda as rc
 from dsl import cuda
+from gpu_tools import PTXAS  # the system's, a CUDA toolkit's or the nvidia-cuda-nvcc wheel's
 
 ROOT = Path(__file__).resolve().parent.parent
 CC = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
@@ -45,19 +46,6 @@ if _saved_override is not None:
     os.environ["DSLC_CUDA_LIBRARY"] = _saved_override
 rc._reset()
 needs_gpu = pytest.mark.skipif(not HAVE_GPU, reason="no CUDA GPU")
-
-
-def _find_ptxas():
-    cands = [shutil.which("ptxas")] + sorted(glob.glob("/usr/local/cuda*/bin/ptxas"))
-    try:
-        import nvidia.cuda_nvcc as nv  # the nvidia-cuda-nvcc wheel
-        cands += glob.glob(os.path.join(list(nv.__path__)[0], "bin", "ptxas"))
-    except Exception:
-        pass
-    return next((c for c in cands if c and os.access(c, os.X_OK)), None)
-
-
-PTXAS = _find_ptxas()
 
 # --- hand-written PTX (sm_90) ---------------------------------------------------------------------------
 
@@ -915,6 +903,8 @@ def test_gpu_free_on_gc(gpu):
     assert free0 - free1 >= 500 << 20
     del arrays
     gc.collect()
+    # freed arrays of 1 MiB or more wait in the reuse pool until it is released
+    assert cuda.release_pool() >= 512 << 20
     free2, _ = cuda.mem_get_info()
     assert free2 > free1 + (400 << 20)
 

@@ -379,17 +379,11 @@ def mat_mat(X: f64[n, k], B: f64[k, m]) -> f64[n, m]:
 
 
 def test_ptx_assembles_with_the_basis_and_empty(tmp_path):
-    import shutil
     import subprocess
-    ptxas = shutil.which("ptxas") or ("/usr/local/cuda/bin/ptxas" if shutil.os.path.exists("/usr/local/cuda/bin/ptxas")
-                                      else None)
-    from compiler.codegen import nvptx
-    try:
-        nvptx.libdevice_path()
-    except nvptx.LibdeviceNotFound:
-        ptxas = None
-    if ptxas is None:
-        pytest.skip("needs ptxas and libdevice")
+
+    from gpu_tools import INSTALL_HINT, PTXAS as ptxas, find_libdevice
+    if ptxas is None or find_libdevice() is None:
+        pytest.skip(INSTALL_HINT)
     X, B = rand(3, 2).astype(np.float32), rand(2, 4).astype(np.float32)
     W, b, inp = rand(4).astype(np.float32), np.float32(0.0), rand(5, 4).astype(np.float32)
     for lowered in (jacfwd(mat_mat32).lower(X, B), jacfwd(mat_mat32, chunk_size=2).lower(X, B),

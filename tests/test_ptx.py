@@ -2,27 +2,15 @@
 `ptxas -arch=sm_90`. Skipped (with the reason) where ptxas or libdevice is missing."""
 from __future__ import annotations
 
-import shutil
 import subprocess
 
 import numpy as np
 import pytest
 
 from dsl import grad, kernel
+from gpu_tools import INSTALL_HINT, PTXAS, find_libdevice
 
-PTXAS = shutil.which("ptxas") or next((p for p in ("/usr/local/cuda/bin/ptxas",) if shutil.os.path.exists(p)), None)
-
-
-def _libdevice():
-    from compiler.codegen import nvptx
-    try:
-        return nvptx.libdevice_path()
-    except nvptx.LibdeviceNotFound:
-        return None
-
-
-pytestmark = pytest.mark.skipif(PTXAS is None or _libdevice() is None,
-                                reason="needs ptxas and libdevice (CUDA toolkit or pip install nvidia-cuda-nvcc)")
+pytestmark = pytest.mark.skipif(PTXAS is None or find_libdevice() is None, reason=INSTALL_HINT)
 
 
 @kernel
