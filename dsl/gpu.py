@@ -61,10 +61,16 @@ def call(kernel, args, forced: bool = False):
     check_placement(kernel, args, forced)
     args = [cuda.as_device_array(a) if is_device(a) else
             (cuda.to_device(np.ascontiguousarray(a)) if _is_host_array(a) else a) for a in args]
-    # parameter types: the host path's rules, with device arrays standing in by dtype and rank
-    stand_ins = [np.empty((0,) * a.ndim, dtype=a.dtype) if isinstance(a, cuda.DeviceArray) else a for a in args]
-    ptypes = kernel._param_types(stand_ins)
-    entry = _compiled(kernel, ptypes)
+    # the entry depends on the arguments' dtypes and ranks (and scalars' types) only: remembered
+    # per kernel, so a repeated call skips type inference
+    kinds = tuple((a.dtype.str, a.ndim) if isinstance(a, cuda.DeviceArray) else type(a) for a in args)
+    memo = kernel.__dict__.setdefault("_gpu_by_kinds", {})
+    entry = memo.get(kinds)
+    if entry is None:
+        # parameter types: the host path's rules, with device arrays standing in by dtype and rank
+        stand_ins = [np.empty((0,) * a.ndim, dtype=a.dtype) if isinstance(a, cuda.DeviceArray) else a
+                     for a in args]
+        entry = memo[kinds] = _compiled(kernel, kernel._param_types(stand_ins))
     return _launch(kernel, entry, args)
 
 

@@ -419,12 +419,14 @@ class FunctionCodegen:
             hit = self._preloaded.get((id(av.ptr), tuple(id(i) for i in idx)))
             if hit is not None:
                 return hit
-        p = self.b.gep(av.ptr, [self.flat(av.dims, idx)], inbounds=True)
-        v = self.b.load(p)
+        v = self.b.load(self.elem_ptr(av, idx))
         return self.b.trunc(v, I1) if av.dtype == "bool" else v
 
+    def elem_ptr(self, av: ArrayVal, idx):
+        return self.b.gep(av.ptr, [self.flat(av.dims, idx)], inbounds=True)
+
     def store_elem(self, av: ArrayVal, idx, val):
-        p = self.b.gep(av.ptr, [self.flat(av.dims, idx)], inbounds=True)
+        p = self.elem_ptr(av, idx)
         if av.dtype == "bool":
             val = self.b.zext(val, I8)
         self.b.store(val, p)
