@@ -143,6 +143,7 @@ class KernelBase:
         self._lock = threading.Lock()
         self._callers = {}
         self._fixed = None
+        self._device_hint = None          # (index, type) of a device array in the last GPU call
         self._jvp = None
 
     def _caller(self, ptypes):
@@ -244,12 +245,22 @@ class KernelBase:
     def __call__(self, *args, target: Optional[str] = None):
         f = self._fixed
         if f is not None and target is None:
+            hint = self._device_hint
+            if hint is not None and len(args) > hint[0] and type(args[hint[0]]) is hint[1]:
+                from . import gpu                # as last time: a device array there, so the GPU
+                return gpu.call(self, args)
             try:
                 return f(*args)
             except TypeError:
                 if not any(hasattr(a, "__cuda_array_interface__") for a in args):
                     raise
-                from . import gpu                # device inputs run on the GPU
+                # device inputs run on the GPU; remember where one was (if its class says it is a
+                # device array) so that the next such call skips the CPU entry's failing checks
+                for k, a in enumerate(args):
+                    if hasattr(type(a), "__cuda_array_interface__"):
+                        self._device_hint = (k, type(a))
+                        break
+                from . import gpu
                 return gpu.call(self, args)
         if target == "interpret":               # the NumPy reference evaluator (dsl/interpret.py)
             from .interpret import call as _interpret

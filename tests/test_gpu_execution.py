@@ -1,5 +1,5 @@
 """The GPU execution model (compiler/codegen/nvptx.py) on a real GPU: loop nests spread over the
-grid, reductions across blocks, jobs inside sequential loops, errors inside jobs, launch shapes,
+grid (1-D by row, 2-D maps and reductions by element), reductions across blocks, jobs inside sequential loops, errors inside jobs, launch shapes,
 and the device memory pool. Checked against NumPy (float64 where it matters). Skipped without a
 GPU; the PTX of these kernels is assembled in CI by tests/test_ptx_all_kernels.py."""
 from __future__ import annotations
@@ -25,6 +25,12 @@ def stats(x: f64[n]) -> (f64, f64, f64, f64[n]):
 @kernel
 def axes(A: f64[m, k]) -> (f64[m], f64[k], f64[m]):
     return sum(A, axis=1), max(A, axis=0), sum(A * A, axis=1)
+
+
+@kernel
+def planes(A: f32[m, k], r: f32[k], c: f32[m, 1]) -> (f32[m, k], f32, f32):
+    B = exp(A * 0.5) * r + c
+    return B, sum(B), max(A)
 
 
 @kernel
@@ -65,6 +71,19 @@ def test_axis_reductions(shape):
     got = axes(cuda.to_device(A))
     for g, want in zip(got, (A.sum(axis=1), A.max(axis=0), (A * A).sum(axis=1))):
         np.testing.assert_allclose(g.get(), want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(3, 70000), (5000, 3), (700, 900)])
+def test_two_dimensional_maps_and_reductions_split_by_element(shape):
+    rng = np.random.default_rng(7)
+    A = rng.standard_normal(shape).astype(np.float32)
+    r = rng.standard_normal(shape[1]).astype(np.float32)
+    c = rng.standard_normal((shape[0], 1)).astype(np.float32)
+    B, total, top = planes(cuda.to_device(A), cuda.to_device(r), cuda.to_device(c))
+    want = np.exp(A.astype(np.float64) * 0.5) * r + c
+    np.testing.assert_allclose(B.get(), want, rtol=2e-6, atol=1e-5)
+    assert total == pytest.approx(want.sum(), rel=1e-5, abs=1e-3)
+    assert top == A.max()
 
 
 def test_matrix_products():

@@ -52,6 +52,8 @@ class FunctionCodegen:
 
     #: loop nests of fewer than 2 * grain elements never run in parallel
     grain = parallel.GRAIN
+    #: whether a nest whose elements are independent may be split by element, not by outer row
+    flat_jobs = False
 
     def __init__(self, module: ll.Module, fn: ir.Function, symbol: str, boundscheck: bool = True,
                  vector_isas=(), blas: bool = False, threads: bool = False):
@@ -477,12 +479,14 @@ class FunctionCodegen:
         if av.ptr is not None:
             return av
         out = self.allocate(av.dtype, av.dims)
-        self.parallel_loop(av.dims, lambda idx, _: self.store_elem(out, idx, av.lazy(idx)), reads=av.reads)
+        self.parallel_loop(av.dims, lambda idx, _: self.store_elem(out, idx, av.lazy(idx)), reads=av.reads,
+                           flat=True)
         self.values[v] = out
         return out
 
     def copy_into(self, v: ir.Value, out: ArrayVal):
-        self.parallel_loop(out.dims, lambda idx, _: self.store_elem(out, idx, self.elem(v, idx)), reads=[v])
+        self.parallel_loop(out.dims, lambda idx, _: self.store_elem(out, idx, self.elem(v, idx)), reads=[v],
+                           flat=True)
 
     def copy_many(self, pairs):
         """copy_into for several (value, destination) pairs; values of one symbolic shape are
@@ -496,7 +500,7 @@ class FunctionCodegen:
             def body(idx, _, group=group):
                 for v, out in group:
                     self.store_elem(out, idx, self.elem(v, idx))
-            self.parallel_loop(dims, body, reads=[v for v, _ in group])
+            self.parallel_loop(dims, body, reads=[v for v, _ in group], flat=True)
 
     def writable_copy(self, op: ir.Op, x: ir.Value) -> ArrayVal:
         """x's buffer if `op` may update it in place (owned, defined in op's block, dead after op);
@@ -535,13 +539,15 @@ class FunctionCodegen:
         self.for_range(dims[len(idx)], lambda i: self.loop_nest(dims, body, tuple(idx) + (i,)))
 
     # ---- threads -------------------------------------------------------------------------------
-    def parallel_loop(self, dims, body, accs=(), work=None, reads=()):
+    def parallel_loop(self, dims, body, accs=(), work=None, reads=(), flat=False):
         """loop_nest(dims, body(idx, acc_slots)) with accumulators `accs` = [(dtype, init, combine)];
         returns the accumulators' final values. When threads are on, the outer loop is cut into
         chunks run by `parallel.run_fn` (each chunk has its own accumulators, combined in chunk order
         afterwards); small loops run as one chunk, inline. `work` (i64): elements of work per
         iteration of the nest, when that is more than one (a row of a matrix product). `reads`:
-        IR values the body reads at `idx` (a target may load them ahead, see `_chunk_rows`)."""
+        IR values the body reads at `idx` (a target may load them ahead, see `_chunk_rows`). `flat`:
+        the body touches only element `idx` (no row-wide writes), so a target may split the nest
+        by element (`flat_jobs`)."""
         static = 1
         for d in list(dims) + ([work] if work is not None else []):
             static = static * d.constant if isinstance(d, ll.Constant) and static is not None else None
@@ -550,17 +556,18 @@ class FunctionCodegen:
             slots = [self.alloca_scalar(dt, init) for dt, init, _ in accs]
             self.loop_nest(dims, lambda idx: body(idx, slots))
             return [self.b.load(s) for s in slots]
-        return self._outlined_loop(dims, body, accs, work, reads)
+        return self._outlined_loop(dims, body, accs, work, reads, flat and self.flat_jobs and len(dims) > 1)
 
-    def _outlined_loop(self, dims, body, accs, work=None, reads=()):
+    def _outlined_loop(self, dims, body, accs, work=None, reads=(), flat=False):
         b = self.b
         total = self.i64(1) if work is None else self.smax(work, self.i64(1))
         for d in dims:
             total = b.mul(total, self.smax(d, self.i64(0)))
-        chunks = self._chunk_count(self.smax(dims[0], self.i64(0)), total)
+        rows = total if flat else dims[0]        # what a chunk's rows are: elements or outer rows
+        chunks = self._chunk_count(self.smax(rows, self.i64(0)), total)
         partials = [self._partials_buffer(dt) for dt, _, _ in accs]
         results = [self._entry_alloca(LLTYPE[dt]) for dt, _, _ in accs]
-        sub = self._chunk_function(dims, body, accs, partials, reads)
+        sub = self._chunk_function(dims, body, accs, partials, reads, flat)
         captured = _captures(sub, self.llfn)
         if not self._can_capture(captured):
             slots = [self.alloca_scalar(dt, init) for dt, init, _ in accs]
@@ -579,13 +586,21 @@ class FunctionCodegen:
                     for s_, r in zip(slots, results):
                         b.store(b.load(s_), r)
                 with otherwise:
-                    self._run_chunks(sub, captured, ctx_t, dims[0], chunks, accs, partials, results, None)
+                    self._run_chunks(sub, captured, ctx_t, rows, chunks, accs, partials, results, None)
         else:
-            self._run_chunks(sub, captured, ctx_t, dims[0], chunks, accs, partials, results, single)
+            self._run_chunks(sub, captured, ctx_t, rows, chunks, accs, partials, results, single)
         return [b.load(r) for r in results]
 
     # hooks a parallel target overrides (nvptx.py): how many chunks, where partials live, what a
     # chunk may capture, how a chunk walks its rows and ends
+    def _unflatten(self, f, dims):
+        """The index of element f (row-major) of a nest of extents `dims` (all positive here)."""
+        idx = []
+        for d in reversed(dims[1:]):
+            idx.append(self.b.urem(f, d))
+            f = self.b.udiv(f, d)
+        return [f] + idx[::-1]
+
     def _chunk_count(self, n0, total):
         return parallel.chunk_count(self.b, n0, total)
 
@@ -644,7 +659,7 @@ class FunctionCodegen:
             b.store(init, r)
             self.for_range(chunks, lambda c: b.store(combine(b.load(r), b.load(b.gep(part, [zero, c]))), r))
 
-    def _chunk_function(self, dims, body, accs, partials, reads=()):
+    def _chunk_function(self, dims, body, accs, partials, reads=(), flat=False):
         """The body of a loop nest as parallel.CHUNK_FN: rows [lo, hi) of the outer loop, its
         accumulators stored to partials[chunk]. Generated by this same code generator, so every
         value of the enclosing function it uses is captured afterwards (`_captures`)."""
@@ -667,7 +682,11 @@ class FunctionCodegen:
         self.status, self.err = self._entry_alloca(I32), err
         try:
             slots = [self.alloca_scalar(dt, init) for dt, init, _ in accs]
-            self._chunk_rows(lo, hi, lambda i: self.loop_nest(dims, lambda idx: body(idx, slots), (i,)), dims, reads)
+            if flat:
+                self._chunk_rows(lo, hi, lambda f: body(self._unflatten(f, dims), slots), [], ())
+            else:
+                self._chunk_rows(lo, hi, lambda i: self.loop_nest(dims, lambda idx: body(idx, slots), (i,)),
+                                 dims, reads)
             self._finish_chunk(accs, slots, partials, chunk)
             ll.IRBuilder(self.allocas).branch(entry)
             if len(self.all_slots) != saved[-1]:

@@ -15,7 +15,8 @@ reductions, axis reductions keeping the outer axis, matrix-vector products, the 
 products) is a *job*: thread 0 stores the values the loop body uses into the job's context (a
 global), releases the grid through a grid barrier, and every thread, thread 0 included, runs the
 outer rows i = t, t + T, t + 2T, ... (T threads in all; adjacent threads touch adjacent elements
-of a 1-D loop, so loads coalesce). Each reduction is combined per block by a tree in shared
+of a 1-D loop, so loads coalesce); a nest of independent elements (maps, full reductions) of
+rank 2 or more is split by element the same way, its index recovered by division. Each reduction is combined per block by a tree in shared
 memory; the last block to finish then combines the block partials (each thread a strided run
 of them in order, then a tree), so a result depends on the grid size only, never on timing.
 A second grid barrier ends the job. A failing check in a job
@@ -172,6 +173,7 @@ class NVPTXCodegen(FunctionCodegen):
     loop nests run as jobs of the whole grid (see the module docstring)."""
 
     grain = GRAIN
+    flat_jobs = True                    # a 2-D map split by row would not coalesce its loads
 
     def __init__(self, module, fn, symbol, boundscheck=True):
         super().__init__(module, fn, symbol, boundscheck, threads=True)

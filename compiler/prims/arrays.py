@@ -160,7 +160,7 @@ def _full_reductions_cg(cg, ops):
         for (op, _, fold, dt, adt), acc in zip(accs, slots):
             cg.b.store(fold(cg.b.load(acc), cg.convert(cg.elem(op.operands[0], idx), dt, adt)), acc)
     totals = cg.parallel_loop(xdims, body, [(adt, init, fold) for _, init, fold, _, adt in accs],
-                              reads=[op.operands[0] for op in ops])
+                              reads=[op.operands[0] for op in ops], flat=True)
     for (op, _, _, dt, adt), total in zip(accs, totals):
         cg.set(op.result, cg.convert(total, adt, dt))
 
