@@ -340,7 +340,12 @@ def build_library(entries: list, out_dir: str, name: str, *, emit=("so", "h"), o
         from .codegen.nvptx import aot_ptx
         ptx_text = aot_ptx(entries, boundscheck)           # before anything is written: it may raise
         p = os.path.join(out_dir, f"{name}.ptx")
-        _atomic_write(p, f"// dslc {VERSION}: every entry point of {name} for NVIDIA GPUs (sm_90)\n" + ptx_text)
+        _atomic_write(p, f"// dslc {VERSION}: every entry point of {name} for NVIDIA GPUs (sm_90)\n"
+                         "// each kernel takes its C entry point's arguments, then int32* status and int64* err\n"
+                         "// (device memory). Launch a 1-D grid of at most 2048 blocks of at most 1024 threads,\n"
+                         "// all co-resident (cuLaunchCooperativeKernel; 256 threads and the occupancy calculator's\n"
+                         "// blocks per SM are what dslc uses); 1 x 1 also works. status: 0, an error site of\n"
+                         "// the manifest, or -1 for a launch shape the kernel cannot run.\n" + ptx_text)
         written.append(p)
     if "mlir" in emit:
         p = os.path.join(out_dir, f"{name}.mlir")
