@@ -345,7 +345,8 @@ def build_library(entries: list, out_dir: str, name: str, *, emit=("so", "h"), o
                          "// (device memory). Launch a 1-D grid of at most 2048 blocks of at most 1024 threads,\n"
                          "// all co-resident (cuLaunchCooperativeKernel; 256 threads and the occupancy calculator's\n"
                          "// blocks per SM are what dslc uses); 1 x 1 also works. status: 0, an error site of\n"
-                         "// the manifest, or -1 for a launch shape the kernel cannot run.\n" + ptx_text)
+                         "// the manifest, -1 for a launch shape the kernel cannot run, or -2 when the blocks\n"
+                         "// could not all be resident (after 10 s; load the module again).\n" + ptx_text)
         written.append(p)
     if "mlir" in emit:
         p = os.path.join(out_dir, f"{name}.mlir")

@@ -192,6 +192,9 @@ def _launch(kernel, entry: _Entry, args):
     if code == nvptx.BAD_LAUNCH:
         raise RuntimeError(f"{kernel.name}(): the GPU kernel refused its launch shape (a 1-D grid of at "
                            f"most {nvptx.MAX_BLOCKS} blocks of at most 1024 threads)")
+    if code == nvptx.GRID_STUCK:
+        raise RuntimeError(f"{kernel.name}(): the GPU kernel's blocks could not all run at once (its grid "
+                           "barrier gave up); launch it cooperatively, with no more blocks than fit")
     if code:
         details = tuple(int(v) for v in words[1:5])
         raise status_error(sig, code, details[1:3] if details[0] == code else None)

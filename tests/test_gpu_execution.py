@@ -173,3 +173,13 @@ def test_big_freed_arrays_are_reused_and_released():
     assert b.ptr == p
     del b
     assert cuda.release_pool() >= 4 << 20
+
+
+def test_a_grid_that_cannot_gather_returns_an_error_instead_of_hanging():
+    from compiler.codegen import nvptx
+    f, x = _raw_entry()
+    dx, out, status = cuda.to_device(x), cuda.zeros((1,), np.float32), cuda.zeros((5,), np.int64)
+    # 2048 blocks of 1024 threads cannot all be resident on one GPU: a plain launch would deadlock
+    # in the first grid barrier
+    cuda.launch(f, nvptx.MAX_BLOCKS, 1024, _raw_args(dx, out, status))
+    assert status.get()[:1].view(np.int32)[0] == nvptx.GRID_STUCK

@@ -27,6 +27,9 @@ No two threads ever write one element: rows are disjoint, and accumulations that
 (the scatter-adds of reverse mode) are sequential code, so no atomics are needed beyond the grid
 barrier's. Any launch shape works (1 x 1 runs everything in one thread); a grid wider than
 MAX_BLOCKS, a block wider than 1024 threads or a 2-D/3-D launch returns status -1 (BAD_LAUNCH).
+A grid whose blocks cannot all be resident at once (a hand-made launch, not cooperative) would
+deadlock in its first barrier: the barrier gives up after GRID_TIMEOUT_NS without progress and
+the kernel returns -2 (GRID_STUCK); the module's barrier state is then spent (load it again).
 """
 from __future__ import annotations
 
@@ -106,6 +109,8 @@ GRAIN = 1 << 12
 UNROLL = 8
 _RED_SLOTS = 1024                     # shared-memory slots of the block reduction (max block size)
 BAD_LAUNCH = -1                       # the status of a launch shape the kernel cannot run
+GRID_STUCK = -2                       # the status when the grid could not gather (not co-resident)
+GRID_TIMEOUT_NS = 10_000_000_000      # no arrival at a grid barrier for this long: give up
 
 
 def _sreg(module, b, name):
@@ -134,37 +139,91 @@ def _barrier(b):
     _asm(b, "barrier.sync 0;")
 
 
+def _now(b):
+    return b.call(ll.InlineAsm(ll.FunctionType(I64, []), "mov.u64 $0, %globaltimer;", "=l", side_effect=True), [])
+
+
 def _grid_sync_fn(module):
-    """void dslc.gpu.grid_sync(): a barrier of the whole (co-resident) grid: a block barrier, then
-    one thread per block arrives on a global counter and waits for the generation to change."""
+    """i32 dslc.gpu.grid_sync(): a barrier of the whole grid: a block barrier, then one thread per
+    block arrives on a global counter and waits for the generation to change. Returns 1 when the
+    grid cannot gather: the counter made no progress for GRID_TIMEOUT_NS while blocks other than
+    block 0 were missing (a launch of more blocks than fit at once, by hand), after which every
+    barrier of the launch returns 1 at once. Only block 0 missing is thread 0 at work: no limit."""
     fn = module.globals.get("dslc.gpu.grid_sync")
     if fn is not None:
         return fn
-    fn = ll.Function(module, ll.FunctionType(ll.VoidType(), []), "dslc.gpu.grid_sync")
+    fn = ll.Function(module, ll.FunctionType(I32, []), "dslc.gpu.grid_sync")
     fn.linkage = "internal"
     fn.attributes.add("noinline")
     count = _global(module, "dslc.gpu.count", I32)
     gen = _global(module, "dslc.gpu.gen", I32)
+    abort = _global(module, "dslc.gpu.abort", I32)
+    verdict = _global(module, "dslc.gpu.verdict", I32, addrspace=3)
+    zero, one = ll.Constant(I32, 0), ll.Constant(I32, 1)
     b = ll.IRBuilder(fn.append_basic_block("entry"))
     _barrier(b)
-    with b.if_then(b.icmp_unsigned("==", _sreg(module, b, "tid.x"), ll.Constant(I32, 0))):
+    with b.if_then(b.icmp_unsigned("==", _sreg(module, b, "tid.x"), zero)):
+        b.store(zero, verdict)
         g = b.load_atomic(gen, "acquire", 4)
-        last = b.sub(_sreg(module, b, "nctaid.x"), ll.Constant(I32, 1))
-        old = b.atomic_rmw("add", count, ll.Constant(I32, 1), "acq_rel")
+        last = b.sub(_sreg(module, b, "nctaid.x"), one)
+        old = b.atomic_rmw("add", count, one, "acq_rel")
         with b.if_else(b.icmp_unsigned("==", old, last)) as (then, otherwise):
             with then:
-                b.store_atomic(ll.Constant(I32, 0), count, "monotonic", 4)
-                b.atomic_rmw("add", gen, ll.Constant(I32, 1), "release")
+                b.store_atomic(zero, count, "monotonic", 4)
+                b.atomic_rmw("add", gen, one, "release")
             with otherwise:
-                spin = fn.append_basic_block("spin")
-                done = fn.append_basic_block("spun")
+                spin, check, stalled, give_up, done = (fn.append_basic_block(n) for n in
+                                                       ("spin", "check", "stalled", "give_up", "spun"))
+                start, mine = _now(b), b.add(old, one)
+                pre = b.block
                 b.branch(spin)
                 b.position_at_end(spin)
+                since = b.phi(I64)
+                seen = b.phi(I32)
+                spins = b.phi(I32)
+                since.add_incoming(start, pre)
+                seen.add_incoming(mine, pre)
+                spins.add_incoming(zero, pre)
                 _asm(b, "nanosleep.u32 32;")
-                b.cbranch(b.icmp_unsigned("==", b.load_atomic(gen, "acquire", 4), g), spin, done)
+                moved_on = b.icmp_unsigned("!=", b.load_atomic(gen, "acquire", 4), g)
+                spins1 = b.add(spins, one)
+                fast = fn.append_basic_block("spin.fast")
+                b.cbranch(moved_on, done, fast)
+                b.position_at_end(fast)
+                # the slow checks every 4096 polls: polling the counter and the clock on every
+                # spin of every block cost the jobs ~20% of their memory bandwidth
+                rare = b.icmp_unsigned("==", b.and_(spins1, ll.Constant(I32, 4095)), zero)
+                since.add_incoming(since, fast)
+                seen.add_incoming(seen, fast)
+                spins.add_incoming(spins1, fast)
+                b.cbranch(rare, check, spin)
+                b.position_at_end(check)
+                aborted = b.icmp_unsigned("!=", b.load_atomic(abort, "monotonic", 4), zero)
+                now = _now(b)
+                c = b.load_atomic(count, "monotonic", 4)
+                progress = b.icmp_unsigned("!=", c, seen)
+                since2 = b.select(progress, now, since)
+                with b.if_then(aborted):
+                    b.store(one, verdict)
+                    b.branch(done)
+                    b.position_at_end(fn.append_basic_block("unreachable"))
+                b.cbranch(b.and_(b.icmp_unsigned("<", c, last),
+                                 b.icmp_unsigned(">", b.sub(now, since2), ll.Constant(I64, GRID_TIMEOUT_NS))),
+                          give_up, stalled)
+                b.position_at_end(give_up)
+                b.store_atomic(one, abort, "monotonic", 4)
+                b.store(one, verdict)
+                b.branch(done)
+                b.position_at_end(stalled)
+                since.add_incoming(since2, stalled)
+                seen.add_incoming(c, stalled)
+                spins.add_incoming(spins1, stalled)
+                b.branch(spin)
                 b.position_at_end(done)
     _barrier(b)
-    b.ret_void()
+    result = b.load(verdict)
+    _barrier(b)                          # before a later barrier's leader resets the verdict
+    b.ret(result)
     return fn
 
 
@@ -351,6 +410,14 @@ class NVPTXCodegen(FunctionCodegen):
             b.store(b.load(b.gep(sh, [self.i64(0)])), target)
         _barrier(b)                     # before the next reduction reuses the slots
 
+    def _stuck_exit(self, verdict):
+        """After a grid barrier: if the grid could not gather, the kernel ends with GRID_STUCK."""
+        b = self.b
+        with b.if_then(b.icmp_unsigned("!=", verdict, ll.Constant(I32, 0)), likely=False):
+            b.store(ll.Constant(I32, GRID_STUCK), self.status)
+            b.branch(self.fail_block)
+            b.position_at_end(self.llfn.append_basic_block("after.stuck"))
+
     def _run_chunks(self, sub, captured, ctx_t, n0, chunks, accs, partials, results, single):
         """Thread 0's side of a job: post it, run its own rows, wait, then take the first error or
         combine the block partials in block order."""
@@ -364,9 +431,9 @@ class NVPTXCodegen(FunctionCodegen):
         b.store(ll.Constant(I32, 0), _global(m, "dslc.gpu.failed", I32))
         b.store(ll.Constant(I32, k), _global(m, "dslc.gpu.job", I32))
         grid_sync = _grid_sync_fn(m)
-        b.call(grid_sync, [])
+        self._stuck_exit(b.call(grid_sync, []))
         b.call(_run_job_fn(m), [ll.Constant(I32, k)])
-        b.call(grid_sync, [])
+        self._stuck_exit(b.call(grid_sync, []))
         failed = b.load(_global(m, "dslc.gpu.failed", I32))
         with b.if_then(b.icmp_unsigned("!=", failed, ll.Constant(I32, 0)), likely=False):
             b.store(b.load(_global(m, "dslc.gpu.status", I32)), self.status)
@@ -444,13 +511,13 @@ def _worker_fn(module):
     loop, run, out = (fn.append_basic_block(n) for n in ("wait", "run", "out"))
     b.branch(loop)
     b.position_at_end(loop)
-    b.call(grid_sync, [])
+    stuck = b.icmp_unsigned("!=", b.call(grid_sync, []), ll.Constant(I32, 0))
     job = b.load(_global(module, "dslc.gpu.job", I32))
-    b.cbranch(b.icmp_signed("<", job, ll.Constant(I32, 0)), out, run)
+    b.cbranch(b.or_(stuck, b.icmp_signed("<", job, ll.Constant(I32, 0))), out, run)
     b.position_at_end(run)
     b.call(_run_job_fn(module), [job])
-    b.call(grid_sync, [])
-    b.branch(loop)
+    stuck = b.icmp_unsigned("!=", b.call(grid_sync, []), ll.Constant(I32, 0))
+    b.cbranch(stuck, out, loop)
     b.position_at_end(out)
     b.ret_void()
     return fn
