@@ -726,8 +726,15 @@ class FunctionCodegen:
                             b.store(b.add(b.load(cp), b.mul(a, bv)), cp)
                     self.for_range(N, inner)
                 self.for_range(K, mid)
-            # rows of C are independent: a big product's rows are split across threads
-            self.parallel_loop([M], lambda idx, _: row(idx[0]), work=self.b.mul(N, K))
+            if self.blas:
+                # the fallback of a module that calls BLAS for big products: small ones only,
+                # where threads would not pay (and a chunk function per product costs ~40 ms
+                # of LLVM time in B4's gradient)
+                self.for_range(M, row)
+            else:
+                # rows of C are independent: a big product's rows are split across threads (AOT
+                # libraries, GPU jobs)
+                self.parallel_loop([M], lambda idx, _: row(idx[0]), work=self.b.mul(N, K))
 
         if not (self.blas and ir.is_float(dt)):
             loops()
