@@ -183,3 +183,18 @@ def test_a_grid_that_cannot_gather_returns_an_error_instead_of_hanging():
     # in the first grid barrier
     cuda.launch(f, nvptx.MAX_BLOCKS, 1024, _raw_args(dx, out, status))
     assert status.get()[:1].view(np.int32)[0] == nvptx.GRID_STUCK
+
+
+@kernel
+def scratch(x: f32[n], k: i64) -> f32:
+    y = zeros(k)
+    y[0] = x[0]
+    return sum(y)
+
+
+def test_a_temporary_larger_than_the_device_heap_is_a_memory_error():
+    x = cuda.to_device(np.ones(4, np.float32))
+    assert scratch(x, 1000) == 1.0
+    with pytest.raises(MemoryError, match="out of memory"):
+        scratch(x, 3 << 30)                   # 12 GiB: more than the malloc heap (at most 4 GiB)
+    assert scratch(x, 1000) == 1.0            # and the context is still usable
