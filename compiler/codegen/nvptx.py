@@ -203,13 +203,9 @@ def _grid_sync_fn(module):
                 c = b.load_atomic(count, "monotonic", 4)
                 progress = b.icmp_unsigned("!=", c, seen)
                 since2 = b.select(progress, now, since)
-                with b.if_then(aborted):
-                    b.store(one, verdict)
-                    b.branch(done)
-                    b.position_at_end(fn.append_basic_block("unreachable"))
-                b.cbranch(b.and_(b.icmp_unsigned("<", c, last),
-                                 b.icmp_unsigned(">", b.sub(now, since2), ll.Constant(I64, GRID_TIMEOUT_NS))),
-                          give_up, stalled)
+                stuck = b.and_(b.icmp_unsigned("<", c, last),
+                               b.icmp_unsigned(">", b.sub(now, since2), ll.Constant(I64, GRID_TIMEOUT_NS)))
+                b.cbranch(b.or_(aborted, stuck), give_up, stalled)
                 b.position_at_end(give_up)
                 b.store_atomic(one, abort, "monotonic", 4)
                 b.store(one, verdict)
