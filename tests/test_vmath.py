@@ -279,6 +279,54 @@ def kernel_b1(x: f32[n]) -> f32:
     return sum(sin(x) * exp(-x * x) + tanh(x) ** 2)
 
 
+@kernel
+def k_sincos32(x: f32[n]) -> (f32[n], f32[n]):
+    return sin(x), cos(x)
+
+
+def sincos_inputs(rng):
+    """The sin/cos inputs, plus every float32 next to k*pi/2 up to the fast path's 2**16 limit,
+    and arguments on both sides of the limit mixed within one vector."""
+    k = np.arange(1, int(2 ** 16 / (np.pi / 2)) + 2, dtype=np.float64)
+    near = (k * np.pi / 2).astype(np.float32)
+    edge = np.float32(2 ** 16) + np.arange(-64, 64, dtype=np.float32) * np.float32(2 ** -7)
+    mixed = np.stack([rng.uniform(-3, 3, 4096), rng.uniform(6e4, 7e4, 4096)], 1).ravel()
+    parts = [inputs("sin", np.float32, rng), near, np.nextafter(near, np.float32(0)),
+             np.nextafter(near, np.float32(np.inf)), edge, -edge, mixed]
+    return np.concatenate([p.astype(np.float32) for p in parts])
+
+
+def test_sincos_accuracy():
+    """sin and cos of one float32 value are computed together (vmath.sincos_wrapper): <= 1.5 ulp."""
+    x = sincos_inputs(np.random.default_rng(11))
+    s, c = k_sincos32(x)
+    for got, name in ((s, "sin"), (c, "cos")):
+        err = ulp_error(got, reference(name, x, np.float32), np.float32)
+        worst = int(np.argmax(err))
+        assert err[worst] <= 1.5, f"paired {name}: {err[worst]:.2f} ulp at x={x[worst]!r}"
+
+
+def test_sincos_special_values():
+    x = np.array(SPECIALS * 3, dtype=np.float32)
+    s, c = k_sincos32(x)
+    with np.errstate(all="ignore"):
+        for got, want in ((s, np.sin(x)), (c, np.cos(x))):
+            np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+            fin = want == 0
+            np.testing.assert_array_equal(np.signbit(got[fin]), np.signbit(want[fin]))
+            np.testing.assert_allclose(got[~np.isnan(want)], want[~np.isnan(want)], rtol=3e-7, atol=0)
+
+
+def test_sincos_only_when_paired():
+    """A lone sin keeps libmvec's sinf; sin and cos of one value (a JVP of sin) share one call."""
+    if not vmath.host_isas():
+        pytest.skip("no libmvec on this host (scalar fallback in use)")
+    x = np.linspace(-1, 1, 100, dtype=np.float32)
+    assert "sincosf" not in kernel_b1.lower(x).llvm()
+    jvp_text = kernel_b1.jvp.lower(x, x).llvm()
+    assert "__dslc_vm_sincosf" in jvp_text and "@__dslc_vm_sinf" not in jvp_text
+
+
 def test_scalar_fallback_matches(monkeypatch):
     """DSLC_VECTOR_MATH=0 (the path other CPUs take) gives plain libm results."""
     monkeypatch.setenv("DSLC_VECTOR_MATH", "0")

@@ -42,6 +42,9 @@ class ArrayVal:
     reads: frozenset = frozenset()        # IR values a lazy expression reads
 
 
+_SINCOS = {"sin": "cos", "cos": "sin"}
+
+
 class Site:
     def __init__(self, kind, message, loc):
         self.kind, self.message, self.loc = kind, message, loc
@@ -201,8 +204,17 @@ class FunctionCodegen:
         return slot
 
     # ---- scalar helpers ------------------------------------------------------------------
-    def call_math(self, name: str, dtype: str, args):
+    def _has_sibling(self, op: ir.Op, prim: str) -> bool:
+        return any(u.prim == prim for u in self.info.users[op.operands[0]])
+
+    def call_math(self, name: str, dtype: str, args, op: Optional[ir.Op] = None):
+        """`name`(*args) on `dtype` scalars; `op` is the IR operation being lowered, if any."""
         ty = LLTYPE[dtype]
+        if (self.vector_isas and dtype == "f32" and op is not None
+                and op.prim in _SINCOS and self._has_sibling(op, _SINCOS[op.prim])):
+            # sin and cos of one value: one call computes both (vmath.sincos_wrapper)
+            both = self.b.call(vmath.sincos_wrapper(self.module, self.vector_isas), args)
+            return self.b.extract_value(both, 0 if name == "sin" else 1)
         if self.vector_isas and vmath.vectorised(name, dtype):
             return self.b.call(vmath.wrapper(self.module, name, dtype, self.vector_isas), args)
         if name in _INTRINSICS:

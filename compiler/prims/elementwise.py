@@ -94,7 +94,7 @@ def _f(fl, il):
 
 def _math(name):
     def emit(cg, args, tin, tout, op):
-        return cg.call_math(name, tin[0].dtype, args)
+        return cg.call_math(name, tin[0].dtype, args, op)
     return emit
 
 
