@@ -1,6 +1,8 @@
 """Matrix-vector products sharing their matrix run in one pass over it (analysis.matvec_group):
 results against NumPy for every row-block remainder, transposed views, and groups that cannot
-form (a vector computed after the first product)."""
+form (a vector computed after the first product). Vector-matrix products (x @ A, the reverse
+sweep's product) run as explicit SIMD column blocks (FunctionCodegen._vecmat): every block and
+tail size against NumPy in float64."""
 from __future__ import annotations
 
 import numpy as np
@@ -77,3 +79,42 @@ def test_euler_jvp_groups_and_matches_finite_differences():
     eps = 1e-6
     fd = (f64(x0 + eps * v) - f64(x0 - eps * v)) / (2 * eps)
     np.testing.assert_allclose(t, fd, rtol=2e-3, atol=2e-4)
+
+
+@kernel
+def vecmat32(x: f32[k], A: f32[k, n]) -> f32[n]:
+    return x @ A
+
+
+@kernel
+def vecmat64(x: f64[k], A: f64[k, n]) -> f64[n]:
+    return x @ A
+
+
+@kernel
+def vecmat_loop(x0: f64[d], A: f64[d, d], steps: i64) -> f64[d]:
+    x = x0
+    for t in range(steps):
+        x = tanh(x @ A)
+    return x
+
+
+@pytest.mark.parametrize("k", [0, 1, 2, 3, 64])
+@pytest.mark.parametrize("n", [1, 7, 8, 15, 16, 17, 63, 64, 65, 100, 130, 257])
+def test_vector_matrix_products(k, n):
+    r = np.random.default_rng(1000 * k + n)
+    x, A = r.standard_normal(k), r.standard_normal((k, n))
+    want = x @ A
+    np.testing.assert_allclose(vecmat64(x, A), want, rtol=1e-12, atol=1e-12)
+    got32 = vecmat32(x.astype(np.float32), A.astype(np.float32))
+    np.testing.assert_allclose(got32, want, rtol=1e-4, atol=1e-4 * np.sqrt(max(k, 1)))
+
+
+def test_vector_matrix_products_in_a_loop():
+    r = np.random.default_rng(5)
+    d = 37
+    x0, A = r.standard_normal(d), r.standard_normal((d, d)) / np.sqrt(d)
+    want = x0
+    for _ in range(20):
+        want = np.tanh(want @ A)
+    np.testing.assert_allclose(vecmat_loop(x0, A, 20), want, rtol=1e-12, atol=1e-12)

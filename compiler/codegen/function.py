@@ -718,6 +718,9 @@ class FunctionCodegen:
         b = self.b
 
         def loops():
+            if isinstance(M, ll.Constant) and M.constant == 1 and not tb and self._vecmat(dt, N, K, A, ta, lda, B, ldb, C):
+                return
+
             def row(i):
                 # self.b, not b: a parallel loop generates its rows with another builder
                 b = self.b
@@ -769,6 +772,72 @@ class FunctionCodegen:
                            ll.Constant(ty, 0.0), b.bitcast(C, PTR), self.smax(ldc, one)])
             with otherwise:
                 loops()
+
+    #: column vectors kept in registers per block of a vector-matrix product
+    VECMAT_UNROLL = 4
+
+    def _vecmat(self, dt, N, K, A, ta, lda, B, ldb, C) -> bool:
+        """C[N] = a[K] @ B[K, N] (B row-major) in explicit SIMD: each block of columns is
+        accumulated in registers over the whole of K, two independent chains per column vector,
+        then stored once. The i-p-j loops keep C in memory, so each step of p is a
+        load-FMA-store chain on C plus the vectoriser's checks; x @ A at d = 64 (the reverse
+        sweep of B5) took 3.6x as long as A @ x. False where the host's vector width is
+        unknown (no libmvec ISA list: other targets keep the loops)."""
+        bits = {"e": 512, "d": 256, "b": 128}
+        widths = [bits[i] for i in self.vector_isas if i in bits]
+        if not widths or not ir.is_float(dt):
+            return False
+        ety = LLTYPE[dt]
+        lanes = max(widths) // (32 if dt == "f32" else 64)
+        vty = ll.VectorType(ety, lanes)
+        elem_bytes = 4 if dt == "f32" else 8      # rows need not be vector-aligned
+        fmuladd = vmath.declare_intrinsic(self.module, "fmuladd", vty, 3)
+        b = self.b
+        vzero = ll.Constant(vty, [ll.Constant(ety, 0.0)] * lanes)
+
+        def a_at(p):
+            return b.load(b.gep(A, [b.mul(p, lda) if ta else p], inbounds=True))
+
+        def splat(x):
+            return b.shuffle_vector(b.insert_element(ll.Constant(vty, ll.Undefined), x, self.i64(0)),
+                                   ll.Constant(vty, ll.Undefined), ll.Constant(ll.VectorType(I32, lanes), [0] * lanes))
+
+        def block(j0, nvec):
+            accs = [[self._entry_alloca(vty) for _ in range(2)] for _ in range(nvec)]
+            for pair in accs:
+                for acc in pair:
+                    b.store(vzero, acc)
+
+            def step(p, chain):
+                ap = splat(a_at(p))
+                for u in range(nvec):
+                    ptr = b.gep(B, [b.add(b.mul(p, ldb), b.add(j0, self.i64(u * lanes)))], inbounds=True)
+                    bv = b.load(b.bitcast(ptr, ll.PointerType(vty)), align=elem_bytes)
+                    acc = accs[u][chain]
+                    b.store(b.call(fmuladd, [ap, bv, b.load(acc)]), acc)
+            half = b.sdiv(K, self.i64(2))
+            self.for_range(half, lambda q: (step(b.mul(q, self.i64(2)), 0),
+                                            step(b.add(b.mul(q, self.i64(2)), self.i64(1)), 1)))
+            self.for_range(K, lambda p: step(p, 0), start=b.mul(half, self.i64(2)))
+            for u in range(nvec):
+                tot = b.fadd(b.load(accs[u][0]), b.load(accs[u][1]))
+                ptr = b.gep(C, [b.add(j0, self.i64(u * lanes))], inbounds=True)
+                b.store(tot, b.bitcast(ptr, ll.PointerType(vty)), align=elem_bytes)
+        wide = lanes * self.VECMAT_UNROLL
+        nwide = b.sdiv(N, self.i64(wide))
+        self.for_range(nwide, lambda jb: block(b.mul(jb, self.i64(wide)), self.VECMAT_UNROLL))
+        nvec = b.sdiv(N, self.i64(lanes))
+        self.for_range(nvec, lambda jv: block(b.mul(jv, self.i64(lanes)), 1),
+                       start=b.mul(nwide, self.i64(self.VECMAT_UNROLL)))
+        mul, add = self.combiner("mul", dt), self.combiner("add", dt)
+
+        def column(j):
+            acc = self.alloca_scalar(dt, self.constant(0, dt))
+            self.for_range(K, lambda p: b.store(add(b.load(acc), mul(a_at(p), b.load(
+                b.gep(B, [b.add(b.mul(p, ldb), j)], inbounds=True)))), acc))
+            b.store(b.load(acc), b.gep(C, [j], inbounds=True))
+        self.for_range(N, column, start=b.mul(nvec, self.i64(lanes)))
+        return True
 
     # ---- blocks ------------------------------------------------------------------------------
     def gen_block(self, block: ir.Block, args):

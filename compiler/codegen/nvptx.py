@@ -235,7 +235,7 @@ class NVPTXCodegen(FunctionCodegen):
         self.jobs = []                  # (chunk function, its context global)
         self._finals = {}               # partials global's name -> the global its total goes to
 
-    def call_math(self, name: str, dtype: str, args):
+    def call_math(self, name: str, dtype: str, args, op=None):
         if name not in _LIBDEVICE_MATH:
             raise UnsupportedError(f"no GPU lowering for math function '{name}'")
         fname = f"__nv_{name}{'f' if dtype == 'f32' else ''}"

@@ -165,7 +165,7 @@ def _like(ty, elem):
     return ll.VectorType(elem, ty.count) if isinstance(ty, ll.VectorType) else elem
 
 
-def _intrinsic(module, name, argty, nargs, retty=None):
+def declare_intrinsic(module, name, argty, nargs, retty=None):
     """Declare `llvm.<name>` overloaded on `argty` (llvmlite cannot mangle vector types)."""
     elem = argty.element if isinstance(argty, ll.VectorType) else argty
     base = {ll.FloatType(): "f32", ll.DoubleType(): "f64"}.get(elem) or f"i{elem.width}"
@@ -182,9 +182,9 @@ def _sincos_body(fn: ll.Function, slow_sin, slow_cos):
     fty = x.type
     ity = _like(fty, ll.IntType(32))
     b = ll.IRBuilder(fn.append_basic_block("entry"))
-    fabs = _intrinsic(b.module, "fabs", fty, 1)
-    rint = _intrinsic(b.module, "rint", fty, 1)
-    fma = _intrinsic(b.module, "fma", fty, 3)
+    fabs = declare_intrinsic(b.module, "fabs", fty, 1)
+    rint = declare_intrinsic(b.module, "rint", fty, 1)
+    fma = declare_intrinsic(b.module, "fma", fty, 3)
     # reduce |x| and give sin the sign of x afterwards, so that sin(-0) = -0
     ax = b.call(fabs, [x])
     k = b.call(rint, [b.fmul(ax, _splat(fty, _TWO_OVER_PI))])
@@ -213,7 +213,7 @@ def _sincos_body(fn: ll.Function, slow_sin, slow_cos):
     ok = b.fcmp_ordered("<=", ax, _splat(fty, _SINCOS_LIMIT))
     all_ok = ok
     if isinstance(fty, ll.VectorType):
-        all_ok = b.call(_intrinsic(b.module, "vector.reduce.and", ok.type, 1, ll.IntType(1)), [ok])
+        all_ok = b.call(declare_intrinsic(b.module, "vector.reduce.and", ok.type, 1, ll.IntType(1)), [ok])
     rty = fn.function_type.return_type
     fast, slow = fn.append_basic_block("fast"), fn.append_basic_block("slow")
     b.cbranch(all_ok, fast, slow)
@@ -288,4 +288,4 @@ def finish(module: ll.Module):
     module._dslc_vm_used = None
 
 
-__all__ = ["FUNCS", "host_isas", "wrapper", "sincos_wrapper", "finish", "tag", "link_libraries", "host_prefers_512"]
+__all__ = ["FUNCS", "host_isas", "wrapper", "sincos_wrapper", "declare_intrinsic", "finish", "tag", "link_libraries", "host_prefers_512"]
