@@ -115,7 +115,9 @@ class _Carries:
                     and sum(x is v for x in values) == 1:
                 plans.append(("move", av))
             else:
-                new = cg.allocate(t.dtype, av.dims, slot=cg.new_slot(t.dtype, scope))
+                # a site of the region's scope that keeps a buffer: with the swap below, a loop
+                # that yields a fused value ping-pongs two buffers instead of a malloc per step
+                new = cg.allocate(t.dtype, av.dims)
                 copies.append((v, new))
                 plans.append(("move", new))
         cg.copy_many(copies)
@@ -133,8 +135,8 @@ class _Carries:
                     cg.b.store(x.ptr, buf)
                     cg.b.store(old, x.slot)
                     nbytes = cg.i64(cg.itemsize(t.dtype))
-                    for d in x.dims:
-                        nbytes = cg.b.mul(nbytes, d)
+                    for ds in dslots:             # the replaced buffer's own extents
+                        nbytes = cg.b.mul(nbytes, cg.b.load(ds))
                     cg.b.store(cg.b.select(cg.b.icmp_unsigned("==", old, ll.Constant(old.type, None)),
                                            cg.i64(0), nbytes), cap)
                 else:
