@@ -230,3 +230,55 @@ def test_big_matrix_vector_products(num_threads):
     _same_bits(outs)
     np.testing.assert_allclose(outs[0][0], A @ x, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(outs[0][1], A @ y, rtol=1e-12, atol=1e-12)
+
+
+def test_worker_pool_many_calls_changing_thread_counts(num_threads):
+    """The persistent workers serve call after call: thread counts changing between calls,
+    sizes giving 2..16 chunks, a failing chunk in between; results stay bit-identical."""
+    r = _rng()
+    xs = [r.standard_normal(n) for n in (3 << 16, 5 << 16, N)]
+    ref = []
+    num_threads(1)
+    for x in xs:
+        ref.append(stats(x))
+    a = np.arange(1, N + 1, dtype=np.int64)
+    b = np.ones(N, np.int64)
+    b[700_001] = 0
+    for i in range(60):
+        num_threads((1, 2, 3, 2, 8)[i % 5])
+        for x, want in zip(xs, ref):
+            assert stats(x) == want
+        if i % 7 == 0:
+            with pytest.raises(ZeroDivisionError):
+                idiv(a, b)
+
+
+_FORK_CHILD = r"""
+import os, sys, signal
+sys.path.insert(0, {root!r})
+import numpy as np
+sys.path.insert(0, {tests!r})
+import test_threads as T
+os.environ["DSLC_NUM_THREADS"] = "2"
+x = np.random.default_rng(1).standard_normal(T.N)
+want = T.stats(x)                      # starts the module's workers
+pid = os.fork()
+if pid == 0:
+    signal.alarm(20)                   # a hang in the child fails the test instead of the suite
+    ok = T.stats(x) == want and T.stats(x * 2.0)[0] == 2.0 * want[0]
+    os._exit(0 if ok else 1)
+_, status = os.waitpid(pid, 0)
+print("child", os.waitstatus_to_exitcode(status), T.stats(x) == want)
+"""
+
+
+def test_worker_pool_after_fork(tmp_path):
+    """A forked child has none of its parent's workers: its first parallel loop starts its own."""
+    import subprocess
+    import sys
+    tests = os.path.dirname(os.path.abspath(__file__))
+    code = _FORK_CHILD.format(root=os.path.dirname(tests), tests=tests)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "DSLC_CACHE_DIR": str(tmp_path)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "child 0 True"

@@ -148,6 +148,10 @@ class JIT:
         self.engine.set_object_cache(self._notify, self._getbuffer)
         self.modules = []
         self.signatures = {}
+        # never freed, not even at interpreter shutdown: a module's worker threads (parallel.py)
+        # may still be spinning in its code when Python clears module globals
+        import ctypes
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(self))
 
     def _notify(self, module, buf):
         self._obj_cache[module.name] = bytes(buf)

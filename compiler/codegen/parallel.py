@@ -5,14 +5,29 @@ outlined (`FunctionCodegen.parallel_loop`) into a function
 
     i32 chunk_fn(i8* ctx, i64 lo, i64 hi, i64 chunk, i64* err)
 
-that runs rows [lo, hi) and returns 0 or an error-site id. `dslc.par.run` starts T - 1 POSIX
-threads, each running a contiguous run of chunks, runs the first run itself, joins, and returns
-the first failing chunk (or -1). The chunk count depends only on the loop's size (never on the
-thread count), and each reduction keeps one partial per chunk combined in chunk order, so results
-are the same bit for bit whatever `DSLC_NUM_THREADS` is; and the first failing chunk is the one
-a sequential run would fail in, so errors are the same too.
+that runs rows [lo, hi) and returns 0 or an error-site id. `dslc.par.run` publishes the loop as a
+job to the module's worker threads; the caller and up to T - 1 workers claim chunks one at a time
+until none is left; the caller waits for the claimed ones and returns the first failing chunk
+(or -1). Every chunk runs, whoever runs it.
 
-The runtime is plain libc (pthread_create/join, getenv, sched_getaffinity, sysconf), emitted as
+Workers (`_pool_worker_fn`) are created on first use and live as long as the process. After a
+job a worker spins (`pause`) on the job counter for SPIN_NS before it sleeps on a condition
+variable. On the 2-vCPU VMs this project is measured on, creating a thread or waking an idle vCPU
+costs 50-200 us, so kernels of a few hundred microseconds gained nothing from a second thread when
+each call created its own (B2's 8 MB matrix-vector product: 310 us on one thread, 348 on two;
+NumPy's spinning OpenBLAS threads: 154; with the pool: 160-180). Claiming chunks one at a time,
+with the caller claiming too, means a worker slow to wake (asleep, or its core taken by another
+library's spinning threads) never holds a call up. sched_yield in the spin loop made calls take
+1-12 ms on these VMs, so the spin only pauses. The pool serves one call at a time: a call that
+finds it busy (another Python thread's kernel of the same module) creates and joins its own
+threads. A forked child starts with no workers (the pool notes its pid).
+
+The chunk count depends only on the loop's size (never on the thread count), and each reduction
+keeps one partial per chunk combined in chunk order, so results are the same bit for bit whatever
+`DSLC_NUM_THREADS` is; and the first failing chunk is the one a sequential run would fail in, so
+errors are the same too.
+
+The runtime is plain libc (pthreads, getenv, sched_getaffinity, sysconf, clock_gettime), emitted as
 internal functions, so JIT modules and AOT shared libraries carry their own copy. Thread count:
 `DSLC_NUM_THREADS` read at each parallel loop (so it can be changed while a process runs), else
 the CPUs this process may run on (sched_getaffinity, like `os.sched_getaffinity`), at most
@@ -36,6 +51,12 @@ CHUNK_FN = ll.FunctionType(I32, [PTR, I64, I64, I64, ll.PointerType(I64)])
 # {chunk_fn, ctx, n0, chunks, first chunk, end chunk, errs, status}
 TASK = ll.LiteralStructType([PTR, PTR, I64, I64, I64, I64, ll.PointerType(I64), ll.PointerType(I32)])
 _SC_NPROCESSORS_ONLN = 84           # glibc and musl on Linux
+#: nanoseconds a worker spins for the next job before it sleeps
+SPIN_NS = 300_000
+_CLOCK_MONOTONIC = 1                # Linux
+#: bytes reserved for a pthread_mutex_t / pthread_cond_t (40 / 48 on x86-64 glibc; zeros are
+#: PTHREAD_MUTEX_INITIALIZER and PTHREAD_COND_INITIALIZER in glibc and musl)
+_SYNC_BYTES = 64
 
 
 def _declare(module, name, ret, args, var_arg=False):
@@ -151,6 +172,204 @@ def _worker_fn(module):
     return fn
 
 
+def _pool(module):
+    """The module's worker pool: a dict of its globals (created once)."""
+    pool = getattr(module, "_dslc_pool", None)
+    if pool is not None:
+        return pool
+
+    def gv(name, ty, align=8):
+        g = ll.GlobalVariable(module, ty, "dslc.pool." + name)
+        g.linkage, g.initializer, g.align = "internal", ll.Constant(ty, None), align
+        return g
+    pool = module._dslc_pool = {
+        "busy": gv("busy", I32, 4),            # 1 while a call owns the pool
+        "pid": gv("pid", I32, 4),              # the process the workers belong to
+        "nworkers": gv("nworkers", I64),       # live workers (indices 1..nworkers)
+        "gen": gv("gen", I64),                 # job counter: a new value is a new job
+        "nt": gv("nt", I64),                   # threads the job may use (worker k joins if k < nt)
+        "next": gv("next", I64),               # gen << 16 | the next unclaimed chunk
+        "done": gv("done", I64),               # chunks of the job finished
+        "sleepers": gv("sleepers", I64),       # workers waiting on the condition variable
+        "job": gv("job", TASK),                # chunk_fn, ctx, n0, chunks, -, -, errs, status
+        "mutex": gv("mutex", ll.ArrayType(I8, _SYNC_BYTES), 16),
+        "cond": gv("cond", ll.ArrayType(I8, _SYNC_BYTES), 16),
+    }
+    return pool
+
+
+def _now_ns(module, b):
+    """CLOCK_MONOTONIC in nanoseconds (struct timespec is two longs on 64-bit Linux)."""
+    ts_t = ll.LiteralStructType([I64, I64])
+    clock = _declare(module, "clock_gettime", I32, [I32, ll.PointerType(ts_t)])
+    ts = b.alloca(ts_t)
+    b.call(clock, [ll.Constant(I32, _CLOCK_MONOTONIC), ts])
+    sec = b.load(b.gep(ts, [ll.Constant(I32, 0), ll.Constant(I32, 0)]))
+    nsec = b.load(b.gep(ts, [ll.Constant(I32, 0), ll.Constant(I32, 1)]))
+    return b.add(b.mul(sec, ll.Constant(I64, 1_000_000_000)), nsec)
+
+
+def _pause(module, b):
+    if module.triple.startswith(("x86_64", "i686", "i386")):
+        b.call(_declare(module, "llvm.x86.sse2.pause", ll.VoidType(), []), [])
+
+
+def _claim_chunks(module, b, fn, gen):
+    """Run chunks of job `gen` while any is unclaimed: claim one (a compare-and-swap on `next`,
+    which also carries the job's gen, so a thread that read a finished job's fields never runs
+    them), run it, count it done."""
+    pool = _pool(module)
+    job = [b.load(b.gep(pool["job"], [ll.Constant(I32, 0), ll.Constant(I32, k)])) for k in range(8)]
+    chunk_fn = b.bitcast(job[0], ll.PointerType(CHUNK_FN))
+    ctx, n0, chunks, errs, status = job[1], job[2], job[3], job[6], job[7]
+    head, claim, run, out = (fn.append_basic_block(n) for n in ("claim.head", "claim.try", "claim.run",
+                                                                "claim.out"))
+    b.branch(head)
+    b.position_at_end(head)
+    c = b.load_atomic(pool["next"], "acquire", 8)
+    mine = b.icmp_unsigned("==", b.lshr(c, ll.Constant(I64, 16)), gen)
+    idx = b.and_(c, ll.Constant(I64, 0xFFFF))
+    b.cbranch(b.and_(mine, b.icmp_signed("<", idx, chunks)), claim, out)
+    b.position_at_end(claim)
+    won = b.extract_value(b.cmpxchg(pool["next"], c, b.add(c, ll.Constant(I64, 1)), "acq_rel", "acquire"), 1)
+    b.cbranch(won, run, head)
+    b.position_at_end(run)
+    lo, hi = _chunk_bounds(b, n0, chunks, idx)
+    st = b.call(chunk_fn, [ctx, lo, hi, idx, b.gep(errs, [b.mul(idx, ll.Constant(I64, 3))])])
+    b.store(st, b.gep(status, [idx]))
+    b.atomic_rmw("add", pool["done"], ll.Constant(I64, 1), "release")
+    b.branch(head)
+    b.position_at_end(out)
+
+
+def _pool_worker_fn(module):
+    """i8* dslc.par.pool_worker(i8* arg), arg = k | gen << 8: worker k, created while the job
+    counter was gen. Forever: wait for the next job (spin, then sleep), claim and run its chunks
+    if k < the job's thread count."""
+    fn = module.globals.get("dslc.par.pool_worker")
+    if fn is not None:
+        return fn
+    fn = _internal(module, "dslc.par.pool_worker", ll.FunctionType(PTR, [PTR]))
+    pool = _pool(module)
+    lock = _declare(module, "pthread_mutex_lock", I32, [PTR])
+    unlock = _declare(module, "pthread_mutex_unlock", I32, [PTR])
+    wait = _declare(module, "pthread_cond_wait", I32, [PTR, PTR])
+    mutex, cond = pool["mutex"].bitcast(PTR), pool["cond"].bitcast(PTR)
+    entry, head, spin, more, check, sleep, sleep_loop, sleep_wait, woke, got = (
+        fn.append_basic_block(n) for n in ("entry", "head", "spin", "spin.more", "spin.clock", "sleep",
+                                           "sleep.loop", "sleep.wait", "woke", "got"))
+    b = ll.IRBuilder(entry)
+    arg = b.ptrtoint(fn.args[0], I64)
+    k = b.and_(arg, ll.Constant(I64, 255))
+    seen, count, deadline = b.alloca(I64), b.alloca(I64), b.alloca(I64)
+    b.store(b.lshr(arg, ll.Constant(I64, 8)), seen)
+    b.branch(head)
+
+    b.position_at_end(head)
+    b.store(ll.Constant(I64, 0), count)
+    b.store(b.add(_now_ns(module, b), ll.Constant(I64, SPIN_NS)), deadline)
+    b.branch(spin)
+    b.position_at_end(spin)
+    new = b.icmp_unsigned("!=", b.load_atomic(pool["gen"], "acquire", 8), b.load(seen))
+    b.cbranch(new, got, more)
+    b.position_at_end(more)
+    # pause, not sched_yield: on the 2-vCPU VMs a yielding spinner made calls take 1-12 ms
+    _pause(module, b)
+    n = b.add(b.load(count), ll.Constant(I64, 1))
+    b.store(n, count)
+    b.cbranch(b.icmp_unsigned("==", b.and_(n, ll.Constant(I64, 255)), ll.Constant(I64, 0)), check, spin)
+    b.position_at_end(check)                   # the clock every 256 pauses (~4 us)
+    b.cbranch(b.icmp_signed("<", _now_ns(module, b), b.load(deadline)), spin, sleep)
+
+    # sleep: counted in `sleepers` before the counter is read again under the mutex, so a job
+    # published in between is either seen here or followed by a broadcast
+    b.position_at_end(sleep)
+    b.call(lock, [mutex])
+    b.atomic_rmw("add", pool["sleepers"], ll.Constant(I64, 1), "seq_cst")
+    b.branch(sleep_loop)
+    b.position_at_end(sleep_loop)
+    same = b.icmp_unsigned("==", b.load_atomic(pool["gen"], "seq_cst", 8), b.load(seen))
+    b.cbranch(same, sleep_wait, woke)
+    b.position_at_end(sleep_wait)
+    b.call(wait, [cond, mutex])
+    b.branch(sleep_loop)
+    b.position_at_end(woke)
+    b.atomic_rmw("sub", pool["sleepers"], ll.Constant(I64, 1), "seq_cst")
+    b.call(unlock, [mutex])
+    b.branch(got)
+
+    b.position_at_end(got)
+    gen = b.load_atomic(pool["gen"], "acquire", 8)
+    b.store(gen, seen)
+    with b.if_then(b.icmp_signed("<", k, b.load(pool["nt"]))):
+        _claim_chunks(module, b, fn, gen)
+    b.branch(head)
+    return fn
+
+
+def _run_pooled(module, b, fn, nt, job_fields):
+    """Run a job on the pool with up to nt > 1 threads; job_fields: the TASK fields. The calling
+    thread claims chunks too, so a worker slow to wake never holds the call up: it only waits for
+    chunks already claimed. Returns an i1: False when the pool is busy (another thread's call)."""
+    pool = _pool(module)
+    create = _declare(module, "pthread_create", I32,
+                      [ll.PointerType(I64), PTR, ll.PointerType(ll.FunctionType(PTR, [PTR])), PTR])
+    detach = _declare(module, "pthread_detach", I32, [I64])
+    getpid = _declare(module, "getpid", I32, [])
+    broadcast = _declare(module, "pthread_cond_broadcast", I32, [PTR])
+    lock = _declare(module, "pthread_mutex_lock", I32, [PTR])
+    unlock = _declare(module, "pthread_mutex_unlock", I32, [PTR])
+    pool_worker = _pool_worker_fn(module)
+    zero, one = ll.Constant(I64, 0), ll.Constant(I64, 1)
+    got = b.extract_value(b.cmpxchg(pool["busy"], ll.Constant(I32, 0), ll.Constant(I32, 1), "acquire",
+                                    "monotonic"), 1)
+    with b.if_then(got):
+        pid = b.call(getpid, [])
+        with b.if_then(b.icmp_signed("!=", b.load(pool["pid"]), pid), likely=False):
+            # first use, or a forked child: the parent's workers do not exist here
+            b.store(zero, pool["nworkers"])
+            b.store(zero, pool["sleepers"])
+            for name in ("mutex", "cond"):
+                b.store(ll.Constant(pool[name].value_type, None), pool[name])
+            b.store(pid, pool["pid"])
+        old = b.load(pool["gen"])
+        tid = b.alloca(I64)
+
+        def spawn(_):
+            have = b.load(pool["nworkers"])
+            with b.if_then(b.icmp_signed("<", have, b.sub(nt, one))):
+                k = b.add(have, one)
+                arg = b.inttoptr(b.or_(k, b.shl(old, ll.Constant(I64, 8))), PTR)
+                rc = b.call(create, [tid, ll.Constant(PTR, None), pool_worker, arg])
+                with b.if_then(b.icmp_signed("==", rc, ll.Constant(I32, 0))):
+                    b.call(detach, [b.load(tid)])
+                    b.store(k, pool["nworkers"])
+        _counted(b, fn, one, nt, spawn)
+        gen = b.and_(b.add(old, one), ll.Constant(I64, (1 << 47) - 1))   # fits `next` and the worker arg
+        for f, v in enumerate(job_fields):
+            b.store(v, b.gep(pool["job"], [ll.Constant(I32, 0), ll.Constant(I32, f)]))
+        b.store(nt, pool["nt"])
+        b.store(zero, pool["done"])
+        b.store_atomic(b.shl(gen, ll.Constant(I64, 16)), pool["next"], "release", 8)
+        b.store_atomic(gen, pool["gen"], "seq_cst", 8)
+        with b.if_then(b.icmp_signed(">", b.load_atomic(pool["sleepers"], "seq_cst", 8), zero)):
+            mutex, cond = pool["mutex"].bitcast(PTR), pool["cond"].bitcast(PTR)
+            b.call(lock, [mutex])
+            b.call(broadcast, [cond])
+            b.call(unlock, [mutex])
+        _claim_chunks(module, b, fn, gen)
+        head, wait, done = (fn.append_basic_block(n) for n in ("pool.wait", "pool.pause", "pool.done"))
+        b.branch(head)
+        b.position_at_end(head)
+        b.cbranch(b.icmp_signed("<", b.load_atomic(pool["done"], "acquire", 8), job_fields[3]), wait, done)
+        b.position_at_end(wait)
+        _pause(module, b)
+        b.branch(head)
+        b.position_at_end(done)
+        b.store_atomic(ll.Constant(I32, 0), pool["busy"], "release", 4)
+    return got
+
+
 def run_fn(module):
     """i64 dslc.par.run(chunk_fn, ctx, n0, chunks, i64* errs, i32* status): the first failing
     chunk, or -1. errs has 3 slots per chunk, status one; both have `chunks` entries."""
@@ -180,12 +399,19 @@ def run_fn(module):
     def task_at(k):
         return b.gep(tasks, [ll.Constant(I32, 0), k])
 
-    def fill(k):
-        first, end = _chunk_bounds(b, chunks, nt, k)
+    def fill_task(k, runs, task):
+        first, end = _chunk_bounds(b, chunks, runs, k)
         vals = [chunk_fn, ctx, n0, chunks, first, end, errs, status]
         for f, v in enumerate(vals):
-            b.store(v, b.gep(task_at(k), [ll.Constant(I32, 0), ll.Constant(I32, f)]))
-    _counted(b, fn, zero, nt, fill)
+            b.store(v, b.gep(task, [ll.Constant(I32, 0), ll.Constant(I32, f)]))
+
+    scan_block = fn.append_basic_block("scan")
+    with b.if_then(b.icmp_signed(">", nt, one)):
+        pooled = _run_pooled(module, b, fn, nt, [chunk_fn, ctx, n0, chunks, zero, zero, errs, status])
+        own = fn.append_basic_block("own.threads")
+        b.cbranch(pooled, scan_block, own)
+        b.position_at_end(own)
+    _counted(b, fn, zero, nt, lambda k: fill_task(k, nt, task_at(k)))
 
     def start(k):
         rc = b.call(create, [b.gep(tids, [ll.Constant(I32, 0), k]), ll.Constant(PTR, None), worker,
@@ -201,6 +427,8 @@ def run_fn(module):
         with b.if_then(b.icmp_unsigned("!=", b.load(b.gep(started, [ll.Constant(I32, 0), k])), ll.Constant(I8, 0))):
             b.call(join, [b.load(b.gep(tids, [ll.Constant(I32, 0), k])), ll.Constant(ll.PointerType(PTR), None)])
     _counted(b, fn, one, nt, finish)
+    b.branch(scan_block)
+    b.position_at_end(scan_block)
 
     def scan(c):
         with b.if_then(b.icmp_signed("!=", b.load(b.gep(status, [c])), ll.Constant(I32, 0))):
