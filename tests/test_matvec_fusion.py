@@ -118,3 +118,42 @@ def test_vector_matrix_products_in_a_loop():
     for _ in range(20):
         want = np.tanh(want @ A)
     np.testing.assert_allclose(vecmat_loop(x0, A, 20), want, rtol=1e-12, atol=1e-12)
+
+
+@kernel
+def loop_products(A: f64[m, k], B: f64[k, m], x: f64[k], steps: i64) -> f64[k]:
+    for t in range(steps):
+        x = tanh(B @ (A @ x))
+    return x
+
+
+@kernel
+def loop_pair(A: f32[m, k], x: f32[k], y: f32[k], steps: i64) -> (f32[m], f32[m]):
+    u = A @ x
+    v = A @ y
+    for t in range(steps):
+        u = A @ x + 0.5 * u
+        v = A @ y - 0.5 * v
+    return u, v
+
+
+@pytest.mark.parametrize("m,k", [(1, 1), (3, 5), (17, 33), (64, 64), (70, 130), (300, 300)])
+def test_loop_invariant_products_use_a_transposed_copy(m, k):
+    """Inside a loop, products with a matrix defined outside every loop read a transposed copy
+    made once per call (vector-matrix code); 300 x 300 is above the size limit (row blocks)."""
+    r = np.random.default_rng(m * 1000 + k)
+    A, B = r.standard_normal((m, k)) / np.sqrt(k), r.standard_normal((k, m)) / np.sqrt(m)
+    x = r.standard_normal(k)
+    want = x
+    for _ in range(5):
+        want = np.tanh(B @ (A @ want))
+    np.testing.assert_allclose(loop_products(A, B, x, 5), want, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(loop_products(A, B, x, 0), x, rtol=0, atol=0)
+    A32, x32, y32 = (a.astype(np.float32) for a in (A, x, r.standard_normal(k)))
+    u, v = A32.astype(np.float64) @ x32, A32.astype(np.float64) @ y32
+    wu, wv = u, v
+    for _ in range(3):
+        wu, wv = u + 0.5 * wu, v - 0.5 * wv
+    got = loop_pair(A32, x32, y32, 3)
+    np.testing.assert_allclose(got[0], wu, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got[1], wv, rtol=1e-5, atol=1e-5)
