@@ -615,3 +615,72 @@ def test_string_dims_in_source():
     with pytest.raises(ValueError) as ei:
         ks["f"](np.ones(3), np.ones(2))
     assert "'y'" in str(ei.value)
+
+
+# ---- loop-carried arrays written in place (control._in_place_ok) -----------------------------
+@kernel
+def carry_row_broadcast(M: f64[m, n], steps: i64) -> f64[m, n]:
+    for t in range(steps):
+        M = M + M[0, :]               # every row reads row 0 of the old value: not in place
+    return M
+
+
+@kernel
+def carry_transpose(M: f64[n, n], steps: i64) -> f64[n, n]:
+    for t in range(steps):
+        M = M.T * 2.0 + 1.0           # reads the old value elsewhere: not in place
+    return M
+
+
+@kernel
+def carry_swap(x: f64[n], y: f64[n], steps: i64) -> (f64[n], f64[n]):
+    for t in range(steps):
+        x, y = y + 1.0, x * 2.0       # each new value reads the other carry
+    return x, y
+
+
+@kernel
+def carry_chain(x: f64[n], y: f64[n], steps: i64) -> (f64[n], f64[n]):
+    for t in range(steps):
+        x = x + y * 0.5 - sum(x) / 100.0   # x in place; y is read by the new x
+        y = tanh(y) + x
+    return x, y
+
+
+@kernel
+def carry_while(x: f64[n], limit: f64) -> f64[n]:
+    while max(x) < limit:
+        x = where(x > 0.0, x * 2.0, 1.0 - x)
+    return x
+
+
+def test_loop_carries_written_in_place_only_when_elementwise():
+    r = np.random.default_rng(3)
+    M = r.standard_normal((5, 7))
+    want = M.copy()
+    for _ in range(3):
+        want = want + want[0, :]
+    np.testing.assert_allclose(carry_row_broadcast(M, 3), want, rtol=1e-14)
+    S = r.standard_normal((6, 6))
+    want = S.copy()
+    for _ in range(3):
+        want = want.T * 2.0 + 1.0
+    np.testing.assert_allclose(carry_transpose(S, 3), want, rtol=1e-14)
+    x, y = r.standard_normal(9), r.standard_normal(9)
+    wx, wy = x.copy(), y.copy()
+    for _ in range(4):
+        wx, wy = wy + 1.0, wx * 2.0
+    gx, gy = carry_swap(x, y, 4)
+    np.testing.assert_allclose(gx, wx, rtol=1e-14)
+    np.testing.assert_allclose(gy, wy, rtol=1e-14)
+    wx, wy = x.copy(), y.copy()
+    for _ in range(4):
+        wx = wx + wy * 0.5 - np.sum(wx) / 100.0
+        wy = np.tanh(wy) + wx
+    gx, gy = carry_chain(x, y, 4)
+    np.testing.assert_allclose(gx, wx, rtol=1e-12)
+    np.testing.assert_allclose(gy, wy, rtol=1e-12)
+    wx = x.copy()
+    while wx.max() < 50.0:
+        wx = np.where(wx > 0.0, wx * 2.0, 1.0 - wx)
+    np.testing.assert_allclose(carry_while(x, 50.0), wx, rtol=1e-14)

@@ -6,14 +6,16 @@
     if(cond)                   region0() -> yield(*r)   region1() -> yield(*r)  results: r
 
 Array carries live in loop-owned buffers: an iteration that updates a carry in place leaves the
-buffer where it is; a freshly computed value is moved in (the old buffer is freed), never copied.
+buffer where it is; a freshly computed value is moved in (the old buffer goes back to the
+allocation site), never copied; a fused new value that reads the old one only elementwise
+(`x = x + h * f(x)`, `dA = dA + outer(u, v)`) is written over it.
 """
 from __future__ import annotations
 
 from llvmlite import ir as ll
 
-from ..ir import Type
-from . import TypeRuleError, defprim, rule
+from ..ir import Op, Type
+from . import PRIMS, TypeRuleError, defprim, rule
 
 
 def _infer_from_attrs(operands, attrs):
@@ -101,6 +103,7 @@ class _Carries:
 
     def store_next(self, values, region_args, scope):
         """At a yield: move or copy each new value into its slot, freeing replaced buffers."""
+        from ..codegen.function import ArrayVal
         cg = self.cg
         plans, copies = [], []
         for k, (v, t, s) in enumerate(zip(values, self.types, self.slots)):
@@ -114,6 +117,10 @@ class _Carries:
             elif av.ptr is not None and av.slot is not None and av.slot in scope \
                     and sum(x is v for x in values) == 1:
                 plans.append(("move", av))
+            elif region_args and _in_place_ok(cg, v, buf, values):
+                # written over the carried value it replaces, element by element
+                copies.append((v, ArrayVal(t.dtype, av.dims, ptr=cg.b.load(buf), slot=buf)))
+                plans.append(("in place", None))
             else:
                 # a site of the region's scope that keeps a buffer: with the swap below, a loop
                 # that yields a fused value ping-pongs two buffers instead of a malloc per step
@@ -125,6 +132,8 @@ class _Carries:
         for (kind, x), t, s in zip(plans, self.types, self.slots):
             if kind == "scalar":
                 cg.b.store(x, s)
+                continue
+            if kind == "in place":
                 continue
             buf, dslots = s
             if kind == "move":
@@ -145,6 +154,46 @@ class _Carries:
                     cg.b.store(ll.Constant(x.slot.type.pointee, None), x.slot)
             for d, ds in zip(x.dims, dslots):
                 cg.b.store(d, ds)
+
+
+def _touches(cg, v, buf) -> bool:
+    """Whether v's elements come from the buffer in slot `buf`: v is that array, or a lazy
+    expression reading it."""
+    av = cg.get(v)
+    if v.type.is_scalar:
+        return False
+    if av.lazy is None:
+        return av.slot is buf
+    return any(_touches(cg, r, buf) for r in av.reads)
+
+
+def _pointwise(cg, v, buf) -> bool:
+    """Whether materialising v at index idx reads the buffer in slot `buf` (an array of v's shape)
+    at idx only: through elementwise operations whose operands reading it have v's shape."""
+    av = cg.get(v)
+    if v.type.is_scalar or av.lazy is None:
+        return True                     # computed already, or the buffer itself read at idx
+    op = v.owner
+    if not (isinstance(op, Op) and PRIMS[op.prim].kind == "elementwise"):
+        return not _touches(cg, v, buf)   # a view (slice, transpose, broadcast...) reads elsewhere
+    for o in op.operands:
+        if o.type.is_scalar:
+            continue
+        if tuple(o.type.shape) != tuple(v.type.shape):
+            if _touches(cg, o, buf):    # broadcast: one element feeds many
+                return False
+        elif not _pointwise(cg, o, buf):
+            return False
+    return True
+
+
+def _in_place_ok(cg, v, buf, values) -> bool:
+    """A loop's new value v (lazy, yielded once) may be written into the carried buffer `buf` it
+    replaces when it reads that buffer only at the index being written and no other yielded
+    value reads the buffer at all (they are materialised in the same pass)."""
+    if sum(x is v for x in values) != 1 or not _pointwise(cg, v, buf):
+        return False
+    return not any(w is not v and not w.type.is_scalar and _touches(cg, w, buf) for w in values)
 
 
 @rule("for", "codegen")
