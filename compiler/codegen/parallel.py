@@ -104,7 +104,8 @@ def _smax(b, x, y):
 
 
 def _threads_fn(module):
-    """i64 dslc.par.threads(): DSLC_NUM_THREADS, else the CPUs this process may use (cached)."""
+    """i64 dslc.par.threads(): DSLC_NUM_THREADS, else the CPUs this process may use (cached in
+    the global dslc.par.ncpu, which the pool also reads: it never runs more workers than CPUs)."""
     fn = module.globals.get("dslc.par.threads")
     if fn is not None:
         return fn
@@ -125,11 +126,6 @@ def _threads_fn(module):
 
     b = ll.IRBuilder(fn.append_basic_block("entry"))
     mask = b.alloca(ll.ArrayType(I64, 16))            # 1024 CPUs
-    env = b.call(getenv, [b.bitcast(gname, PTR)])
-    with b.if_then(b.icmp_unsigned("!=", env, ll.Constant(PTR, None))):
-        k = b.call(strtol, [env, ll.Constant(ll.PointerType(PTR), None), ll.Constant(I32, 10)])
-        with b.if_then(b.icmp_signed(">=", k, one)):
-            b.ret(_smin(b, k, cap))
     have = b.load(cached)
     with b.if_then(b.icmp_signed("<", have, one)):
         for w in range(16):
@@ -141,6 +137,11 @@ def _threads_fn(module):
         online = b.call(sysconf, [ll.Constant(I32, _SC_NPROCESSORS_ONLN)])
         n = b.select(b.and_(b.icmp_signed("==", rc, ll.Constant(I32, 0)), b.icmp_signed(">=", n, one)), n, online)
         b.store(_smax(b, n, one), cached)
+    env = b.call(getenv, [b.bitcast(gname, PTR)])
+    with b.if_then(b.icmp_unsigned("!=", env, ll.Constant(PTR, None))):
+        k = b.call(strtol, [env, ll.Constant(ll.PointerType(PTR), None), ll.Constant(I32, 10)])
+        with b.if_then(b.icmp_signed(">=", k, one)):
+            b.ret(_smin(b, k, cap))
     b.ret(_smin(b, b.load(cached), cap))
     return fn
 
@@ -406,8 +407,10 @@ def run_fn(module):
             b.store(v, b.gep(task, [ll.Constant(I32, 0), ll.Constant(I32, f)]))
 
     scan_block = fn.append_basic_block("scan")
-    with b.if_then(b.icmp_signed(">", nt, one)):
-        pooled = _run_pooled(module, b, fn, nt, [chunk_fn, ctx, n0, chunks, zero, zero, errs, status])
+    # more threads than CPUs would only take turns spinning: the pool stops at the CPU count
+    pool_nt = _smin(b, nt, b.load(module.globals["dslc.par.ncpu"]))
+    with b.if_then(b.icmp_signed(">", pool_nt, one)):
+        pooled = _run_pooled(module, b, fn, pool_nt, [chunk_fn, ctx, n0, chunks, zero, zero, errs, status])
         own = fn.append_basic_block("own.threads")
         b.cbranch(pooled, scan_block, own)
         b.position_at_end(own)
