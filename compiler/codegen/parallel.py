@@ -65,8 +65,13 @@ def _declare(module, name, ret, args, var_arg=False):
 
 
 def _internal(module, name, fnty):
+    """A runtime function: internal, and never optimised. Its speed does not matter (it starts
+    jobs; the chunks are separate functions), but at O3 LLVM vectorised its small loops into
+    scatters and gathers, which cost ~100 ms of compile time in every module with a parallel loop."""
     f = ll.Function(module, fnty, name)
     f.linkage = "internal"
+    f.attributes.add("noinline")
+    f.attributes.add("optnone")
     return f
 
 
