@@ -812,20 +812,27 @@ class FunctionCodegen:
         """outs[g][N] = vecs[g] @ B[K, N] (B row-major; vecs: (pointer, transposed, lda), element
         p at p*lda when transposed) in explicit SIMD: each block of columns is accumulated in
         registers over the whole of K, for every vector at once (one load of B serves them all),
-        with two FMA chains per column vector when there is one vector, then stored once. The
-        i-p-j loops kept C in memory, so each step of p was a load-FMA-store chain on C plus the
-        vectoriser's checks: x @ A at d = 64 (the reverse sweep of B5) took 3.6x as long as
-        A @ x. False where the host's vector width is unknown (other targets keep the loops)."""
+        then stored once; the last partial vector of columns is a masked block. The i-p-j loops
+        kept C in memory, so each step of p was a load-FMA-store chain on C plus the vectoriser's
+        checks: x @ A at d = 64 (the reverse sweep of B5) took 3.6x as long as A @ x. False
+        where the host's vector width is unknown (other targets keep the loops)."""
         lanes = self.vector_lanes(dt)
         if not lanes:
             return False
         ety = LLTYPE[dt]
         vty = ll.VectorType(ety, lanes)
+        mty = ll.VectorType(I1, lanes)
+        vptr = ll.PointerType(vty)
         elem_bytes = 4 if dt == "f32" else 8      # rows need not be vector-aligned
         fmuladd = vmath.declare_intrinsic(self.module, "fmuladd", vty, 3)
+        suffix = f"v{lanes}{'f32' if dt == 'f32' else 'f64'}.p0"
+        mload = self.module.globals.get("llvm.masked.load." + suffix) or ll.Function(
+            self.module, ll.FunctionType(vty, [vptr, I32, mty, vty]), "llvm.masked.load." + suffix)
+        mstore = self.module.globals.get("llvm.masked.store." + suffix) or ll.Function(
+            self.module, ll.FunctionType(ll.VoidType(), [vty, vptr, I32, mty]), "llvm.masked.store." + suffix)
         b = self.b
         vzero = ll.Constant(vty, [ll.Constant(ety, 0.0)] * lanes)
-        chains = 2 if len(vecs) == 1 else 1
+        align = ll.Constant(I32, elem_bytes)
 
         def a_at(g, p):
             ptr, ta, lda = vecs[g]
@@ -835,7 +842,10 @@ class FunctionCodegen:
             return b.shuffle_vector(b.insert_element(ll.Constant(vty, ll.Undefined), x, self.i64(0)),
                                     ll.Constant(vty, ll.Undefined), ll.Constant(ll.VectorType(I32, lanes), [0] * lanes))
 
-        def block(j0, nvec):
+        # FMA chains per (column vector, vector): one vector alone needs two to hide the latency
+        chains = 2 if len(vecs) == 1 else 1
+
+        def block(j0, nvec, mask=None):
             accs = [[[self._entry_alloca(vty) for _ in range(chains)] for _ in vecs] for _ in range(nvec)]
             for per_u in accs:
                 for per_g in per_u:
@@ -845,8 +855,9 @@ class FunctionCodegen:
             def step(p, chain):
                 aps = [splat(a_at(g, p)) for g in range(len(vecs))]
                 for u in range(nvec):
-                    ptr = b.gep(B, [b.add(b.mul(p, ldb), b.add(j0, self.i64(u * lanes)))], inbounds=True)
-                    bv = b.load(b.bitcast(ptr, ll.PointerType(vty)), align=elem_bytes)
+                    ptr = b.bitcast(b.gep(B, [b.add(b.mul(p, ldb), b.add(j0, self.i64(u * lanes)))], inbounds=True),
+                                    vptr)
+                    bv = b.load(ptr, align=elem_bytes) if mask is None else b.call(mload, [ptr, align, mask, vzero])
                     for g, ap in enumerate(aps):
                         acc = accs[u][g][chain]
                         b.store(b.call(fmuladd, [ap, bv, b.load(acc)]), acc)
@@ -862,23 +873,25 @@ class FunctionCodegen:
                     tot = b.load(accs[u][g][0])
                     for acc in accs[u][g][1:]:
                         tot = b.fadd(tot, b.load(acc))
-                    ptr = b.gep(C, [b.add(j0, self.i64(u * lanes))], inbounds=True)
-                    b.store(tot, b.bitcast(ptr, ll.PointerType(vty)), align=elem_bytes)
+                    ptr = b.bitcast(b.gep(C, [b.add(j0, self.i64(u * lanes))], inbounds=True), vptr)
+                    if mask is None:
+                        b.store(tot, ptr, align=elem_bytes)
+                    else:
+                        b.call(mstore, [tot, ptr, align, mask])
         wide = lanes * self.VECMAT_UNROLL
         nwide = b.sdiv(N, self.i64(wide))
         self.for_range(nwide, lambda jb: block(b.mul(jb, self.i64(wide)), self.VECMAT_UNROLL))
         nvec = b.sdiv(N, self.i64(lanes))
         self.for_range(nvec, lambda jv: block(b.mul(jv, self.i64(lanes)), 1),
                        start=b.mul(nwide, self.i64(self.VECMAT_UNROLL)))
-        mul, add = self.combiner("mul", dt), self.combiner("add", dt)
-
-        def column(j):
-            for g, C in enumerate(outs):
-                acc = self.alloca_scalar(dt, self.constant(0, dt))
-                self.for_range(K, lambda p: b.store(add(b.load(acc), mul(a_at(g, p), b.load(
-                    b.gep(B, [b.add(b.mul(p, ldb), j)], inbounds=True)))), acc))
-                b.store(b.load(acc), b.gep(C, [j], inbounds=True))
-        self.for_range(N, column, start=b.mul(nvec, self.i64(lanes)))
+        rest = b.sub(N, b.mul(nvec, self.i64(lanes)))
+        with b.if_then(b.icmp_signed(">", rest, self.i64(0))):
+            lane = ll.Constant(ll.VectorType(I64, lanes), list(range(lanes)))
+            limit = b.shuffle_vector(b.insert_element(ll.Constant(ll.VectorType(I64, lanes), ll.Undefined), rest,
+                                                      self.i64(0)),
+                                     ll.Constant(ll.VectorType(I64, lanes), ll.Undefined),
+                                     ll.Constant(ll.VectorType(I32, lanes), [0] * lanes))
+            block(b.mul(nvec, self.i64(lanes)), 1, b.icmp_signed("<", lane, limit))
         return True
 
     # ---- blocks ------------------------------------------------------------------------------
