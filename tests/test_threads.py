@@ -282,3 +282,18 @@ def test_worker_pool_after_fork(tmp_path):
                          env={**os.environ, "DSLC_CACHE_DIR": str(tmp_path)})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "child 0 True"
+
+
+def test_worker_loop_allocates_no_stack_per_iteration():
+    """A worker never returns, so an alloca inside its loop would grow its stack at every
+    iteration until it overflowed: every alloca of the runtime is in its function's entry block."""
+    import re
+    text = b1.lower(np.ones(4, np.float32)).llvm(optimized=False)
+    for name in ("dslc.par.pool_worker", "dslc.par.worker", "dslc.par.run"):
+        m = re.search(r'define [^\n]*@"?' + re.escape(name) + r'"?\(', text)
+        assert m, name
+        body = text[m.end():text.index("\n}", m.end())].splitlines()
+        labels = [k for k, line in enumerate(body) if re.match(r'^"?[\w.$-]+"?:', line)]
+        assert len(labels) > 1, name
+        late = [line.strip() for line in body[labels[1]:] if " alloca " in line]
+        assert not late, f"{name}: alloca outside the entry block: {late}"

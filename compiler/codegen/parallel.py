@@ -204,11 +204,13 @@ def _pool(module):
     return pool
 
 
-def _now_ns(module, b):
-    """CLOCK_MONOTONIC in nanoseconds (struct timespec is two longs on 64-bit Linux)."""
-    ts_t = ll.LiteralStructType([I64, I64])
-    clock = _declare(module, "clock_gettime", I32, [I32, ll.PointerType(ts_t)])
-    ts = b.alloca(ts_t)
+_TIMESPEC = ll.LiteralStructType([I64, I64])    # struct timespec on 64-bit Linux
+
+
+def _now_ns(module, b, ts):
+    """CLOCK_MONOTONIC in nanoseconds; ts: a struct timespec alloca of the function's entry block
+    (an alloca in the worker's endless loop would grow its stack at every clock reading)."""
+    clock = _declare(module, "clock_gettime", I32, [I32, ll.PointerType(_TIMESPEC)])
     b.call(clock, [ll.Constant(I32, _CLOCK_MONOTONIC), ts])
     sec = b.load(b.gep(ts, [ll.Constant(I32, 0), ll.Constant(I32, 0)]))
     nsec = b.load(b.gep(ts, [ll.Constant(I32, 0), ll.Constant(I32, 1)]))
@@ -267,13 +269,15 @@ def _pool_worker_fn(module):
     b = ll.IRBuilder(entry)
     arg = b.ptrtoint(fn.args[0], I64)
     k = b.and_(arg, ll.Constant(I64, 255))
+    # every alloca here, in the entry block: the loop below never returns
     seen, count, deadline = b.alloca(I64), b.alloca(I64), b.alloca(I64)
+    ts = b.alloca(_TIMESPEC)
     b.store(b.lshr(arg, ll.Constant(I64, 8)), seen)
     b.branch(head)
 
     b.position_at_end(head)
     b.store(ll.Constant(I64, 0), count)
-    b.store(b.add(_now_ns(module, b), ll.Constant(I64, SPIN_NS)), deadline)
+    b.store(b.add(_now_ns(module, b, ts), ll.Constant(I64, SPIN_NS)), deadline)
     b.branch(spin)
     b.position_at_end(spin)
     new = b.icmp_unsigned("!=", b.load_atomic(pool["gen"], "acquire", 8), b.load(seen))
@@ -285,7 +289,7 @@ def _pool_worker_fn(module):
     b.store(n, count)
     b.cbranch(b.icmp_unsigned("==", b.and_(n, ll.Constant(I64, 255)), ll.Constant(I64, 0)), check, spin)
     b.position_at_end(check)                   # the clock every 256 pauses (~4 us)
-    b.cbranch(b.icmp_signed("<", _now_ns(module, b), b.load(deadline)), spin, sleep)
+    b.cbranch(b.icmp_signed("<", _now_ns(module, b, ts), b.load(deadline)), spin, sleep)
 
     # sleep: counted in `sleepers` before the counter is read again under the mutex, so a job
     # published in between is either seen here or followed by a broadcast
@@ -313,8 +317,9 @@ def _pool_worker_fn(module):
     return fn
 
 
-def _run_pooled(module, b, fn, nt, job_fields):
-    """Run a job on the pool with up to nt > 1 threads; job_fields: the TASK fields. The calling
+def _run_pooled(module, b, fn, nt, job_fields, tid):
+    """Run a job on the pool with up to nt > 1 threads; job_fields: the TASK fields; tid: an i64
+    alloca of the caller's entry block. The calling
     thread claims chunks too, so a worker slow to wake never holds the call up: it only waits for
     chunks already claimed. Returns an i1: False when the pool is busy (another thread's call)."""
     pool = _pool(module)
@@ -339,7 +344,6 @@ def _run_pooled(module, b, fn, nt, job_fields):
                 b.store(ll.Constant(pool[name].value_type, None), pool[name])
             b.store(pid, pool["pid"])
         old = b.load(pool["gen"])
-        tid = b.alloca(I64)
 
         def spawn(_):
             have = b.load(pool["nworkers"])
@@ -395,8 +399,8 @@ def run_fn(module):
     tasks = b.alloca(ll.ArrayType(TASK, MAX_CHUNKS))
     tids = b.alloca(ll.ArrayType(I64, MAX_CHUNKS))
     started = b.alloca(ll.ArrayType(I8, MAX_CHUNKS))
+    t, tid = b.alloca(I64), b.alloca(I64)
     _counted(b, fn, zero, chunks, lambda c: b.store(ll.Constant(I32, 0), b.gep(status, [c])))
-    t = b.alloca(I64)
     b.store(one, t)
     with b.if_then(b.icmp_signed(">", chunks, one)):
         b.store(_smax(b, _smin(b, b.call(threads, []), chunks), one), t)
@@ -415,7 +419,7 @@ def run_fn(module):
     # more threads than CPUs would only take turns spinning: the pool stops at the CPU count
     pool_nt = _smin(b, nt, b.load(module.globals["dslc.par.ncpu"]))
     with b.if_then(b.icmp_signed(">", pool_nt, one)):
-        pooled = _run_pooled(module, b, fn, pool_nt, [chunk_fn, ctx, n0, chunks, zero, zero, errs, status])
+        pooled = _run_pooled(module, b, fn, pool_nt, [chunk_fn, ctx, n0, chunks, zero, zero, errs, status], tid)
         own = fn.append_basic_block("own.threads")
         b.cbranch(pooled, scan_block, own)
         b.position_at_end(own)
