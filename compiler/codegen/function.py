@@ -838,9 +838,9 @@ class FunctionCodegen:
             ptr, ta, lda = vecs[g]
             return b.load(b.gep(ptr, [b.mul(p, lda) if ta else p], inbounds=True))
 
-        def splat(x):
-            return b.shuffle_vector(b.insert_element(ll.Constant(vty, ll.Undefined), x, self.i64(0)),
-                                    ll.Constant(vty, ll.Undefined), ll.Constant(ll.VectorType(I32, lanes), [0] * lanes))
+        def splat(x, ty=vty):
+            return b.shuffle_vector(b.insert_element(ll.Constant(ty, ll.Undefined), x, self.i64(0)),
+                                    ll.Constant(ty, ll.Undefined), ll.Constant(ll.VectorType(I32, lanes), [0] * lanes))
 
         # FMA chains per (column vector, vector): one vector alone needs two to hide the latency
         chains = 2 if len(vecs) == 1 else 1
@@ -886,12 +886,9 @@ class FunctionCodegen:
                        start=b.mul(nwide, self.i64(self.VECMAT_UNROLL)))
         rest = b.sub(N, b.mul(nvec, self.i64(lanes)))
         with b.if_then(b.icmp_signed(">", rest, self.i64(0))):
-            lane = ll.Constant(ll.VectorType(I64, lanes), list(range(lanes)))
-            limit = b.shuffle_vector(b.insert_element(ll.Constant(ll.VectorType(I64, lanes), ll.Undefined), rest,
-                                                      self.i64(0)),
-                                     ll.Constant(ll.VectorType(I64, lanes), ll.Undefined),
-                                     ll.Constant(ll.VectorType(I32, lanes), [0] * lanes))
-            block(b.mul(nvec, self.i64(lanes)), 1, b.icmp_signed("<", lane, limit))
+            ity = ll.VectorType(I64, lanes)
+            lane = ll.Constant(ity, list(range(lanes)))
+            block(b.mul(nvec, self.i64(lanes)), 1, b.icmp_signed("<", lane, splat(rest, ity)))
         return True
 
     # ---- blocks ------------------------------------------------------------------------------

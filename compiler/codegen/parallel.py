@@ -151,6 +151,21 @@ def _threads_fn(module):
     return fn
 
 
+def _task_fields(b, task):
+    """The fields of a TASK (pointer): chunk_fn (typed), ctx, n0, chunks, first, end, errs, status."""
+    field = [b.load(b.gep(task, [ll.Constant(I32, 0), ll.Constant(I32, k)])) for k in range(8)]
+    return [b.bitcast(field[0], ll.PointerType(CHUNK_FN))] + field[1:]
+
+
+def _run_chunk(b, task, c):
+    """Run chunk c of a task (its fields), record and return its status."""
+    chunk_fn, ctx, n0, chunks, _, _, errs, status = task
+    lo, hi = _chunk_bounds(b, n0, chunks, c)
+    st = b.call(chunk_fn, [ctx, lo, hi, c, b.gep(errs, [b.mul(c, ll.Constant(I64, 3))])])
+    b.store(st, b.gep(status, [c]))
+    return st
+
+
 def _worker_fn(module):
     """i8* dslc.par.worker(TASK*): run chunks [first, end) in order; stop at the first failure."""
     fn = module.globals.get("dslc.par.worker")
@@ -158,16 +173,12 @@ def _worker_fn(module):
         return fn
     fn = _internal(module, "dslc.par.worker", ll.FunctionType(PTR, [PTR]))
     b = ll.IRBuilder(fn.append_basic_block("entry"))
-    task = b.bitcast(fn.args[0], ll.PointerType(TASK))
-    field = [b.load(b.gep(task, [ll.Constant(I32, 0), ll.Constant(I32, k)])) for k in range(8)]
-    chunk_fn = b.bitcast(field[0], ll.PointerType(CHUNK_FN))
-    ctx, n0, chunks, first, end, errs, status = field[1:]
+    task = _task_fields(b, b.bitcast(fn.args[0], ll.PointerType(TASK)))
+    first, end = task[4], task[5]
     out = fn.append_basic_block("out")
 
     def body(c):
-        lo, hi = _chunk_bounds(b, n0, chunks, c)
-        st = b.call(chunk_fn, [ctx, lo, hi, c, b.gep(errs, [b.mul(c, ll.Constant(I64, 3))])])
-        b.store(st, b.gep(status, [c]))
+        st = _run_chunk(b, task, c)
         go_on = fn.append_basic_block("next")
         b.cbranch(b.icmp_signed("!=", st, ll.Constant(I32, 0)), out, go_on)
         b.position_at_end(go_on)
@@ -227,9 +238,8 @@ def _claim_chunks(module, b, fn, gen):
     which also carries the job's gen, so a thread that read a finished job's fields never runs
     them), run it, count it done."""
     pool = _pool(module)
-    job = [b.load(b.gep(pool["job"], [ll.Constant(I32, 0), ll.Constant(I32, k)])) for k in range(8)]
-    chunk_fn = b.bitcast(job[0], ll.PointerType(CHUNK_FN))
-    ctx, n0, chunks, errs, status = job[1], job[2], job[3], job[6], job[7]
+    job = _task_fields(b, pool["job"])
+    chunks = job[3]
     head, claim, run, out = (fn.append_basic_block(n) for n in ("claim.head", "claim.try", "claim.run",
                                                                 "claim.out"))
     b.branch(head)
@@ -242,9 +252,7 @@ def _claim_chunks(module, b, fn, gen):
     won = b.extract_value(b.cmpxchg(pool["next"], c, b.add(c, ll.Constant(I64, 1)), "acq_rel", "acquire"), 1)
     b.cbranch(won, run, head)
     b.position_at_end(run)
-    lo, hi = _chunk_bounds(b, n0, chunks, idx)
-    st = b.call(chunk_fn, [ctx, lo, hi, idx, b.gep(errs, [b.mul(idx, ll.Constant(I64, 3))])])
-    b.store(st, b.gep(status, [idx]))
+    _run_chunk(b, job, idx)
     b.atomic_rmw("add", pool["done"], ll.Constant(I64, 1), "release")
     b.branch(head)
     b.position_at_end(out)
@@ -409,11 +417,11 @@ def run_fn(module):
     def task_at(k):
         return b.gep(tasks, [ll.Constant(I32, 0), k])
 
-    def fill_task(k, runs, task):
-        first, end = _chunk_bounds(b, chunks, runs, k)
+    def fill(k):
+        first, end = _chunk_bounds(b, chunks, nt, k)
         vals = [chunk_fn, ctx, n0, chunks, first, end, errs, status]
         for f, v in enumerate(vals):
-            b.store(v, b.gep(task, [ll.Constant(I32, 0), ll.Constant(I32, f)]))
+            b.store(v, b.gep(task_at(k), [ll.Constant(I32, 0), ll.Constant(I32, f)]))
 
     scan_block = fn.append_basic_block("scan")
     # more threads than CPUs would only take turns spinning: the pool stops at the CPU count
@@ -423,7 +431,7 @@ def run_fn(module):
         own = fn.append_basic_block("own.threads")
         b.cbranch(pooled, scan_block, own)
         b.position_at_end(own)
-    _counted(b, fn, zero, nt, lambda k: fill_task(k, nt, task_at(k)))
+    _counted(b, fn, zero, nt, fill)
 
     def start(k):
         rc = b.call(create, [b.gep(tids, [ll.Constant(I32, 0), k]), ll.Constant(PTR, None), worker,
