@@ -47,7 +47,7 @@ RESERVED_C_NAMES = frozenset("""
 auto break case char const continue default do double else enum extern float for goto if inline int
 long register restrict return short signed sizeof static struct switch typedef union unsigned void
 volatile while _Bool _Complex _Imaginary bool true false NULL main
-malloc calloc realloc free memcpy memmove memset memcmp abort exit printf
+malloc calloc realloc aligned_alloc free memcpy memmove memset memcmp abort exit printf
 sin cos tan asin acos atan atan2 sinh cosh tanh exp exp2 expm1 log log2 log10 log1p sqrt cbrt pow
 fabs floor ceil round trunc fmod copysign fmin fmax hypot erf erfc lgamma tgamma
 sinf cosf tanf expf logf sqrtf powf fabsf floorf ceilf tanhf log1pf expm1f copysignf

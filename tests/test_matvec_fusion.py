@@ -157,3 +157,41 @@ def test_loop_invariant_products_use_a_transposed_copy(m, k):
     got = loop_pair(A32, x32, y32, 3)
     np.testing.assert_allclose(got[0], wu, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(got[1], wv, rtol=1e-5, atol=1e-5)
+
+
+@kernel
+def loop_vecmats(A: f64[k, n], B: f64[k, n], x: f64[k], steps: i64) -> f64[k]:
+    for t in range(steps):
+        x = tanh((x @ A) @ B.T)
+    return x
+
+
+@kernel
+def loop_vecmats32(A: f32[k, n], B: f32[k, n], x: f32[k], steps: i64) -> f32[k]:
+    for t in range(steps):
+        x = tanh((x @ A) @ B.T)
+    return x
+
+
+@pytest.mark.parametrize("k,n", [(1, 1), (5, 3), (33, 17), (64, 64), (64, 65), (130, 70), (300, 300)])
+@pytest.mark.parametrize("offset", [0, 1, 5])
+def test_loop_invariant_vector_matrix_products_use_an_aligned_copy(k, n, offset):
+    """x @ A and x @ B.T inside a loop, A and B defined outside it: the products read a copy whose
+    rows start on vector boundaries (B.T transposed into it), whatever the alignment of the
+    caller's arrays (offset: elements into a larger buffer); 300 x 300 is above the size limit."""
+    r = np.random.default_rng(k * 1000 + n + offset)
+    A, B = r.standard_normal((k, n)) / np.sqrt(n), r.standard_normal((k, n)) / np.sqrt(n)
+    x = r.standard_normal(k)
+    want = x
+    for _ in range(4):
+        want = np.tanh((want @ A) @ B.T)
+
+    def at(a, off):
+        buf = np.empty(a.size + off, a.dtype)
+        view = buf[off:].reshape(a.shape)
+        view[...] = a
+        return view
+    np.testing.assert_allclose(loop_vecmats(at(A, offset), at(B, offset), x, 4), want, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(loop_vecmats(A, B, x, 0), x, rtol=0, atol=0)
+    A32, B32, x32 = (at(a.astype(np.float32), offset) for a in (A, B, x))
+    np.testing.assert_allclose(loop_vecmats32(A32, B32, x32, 4), want, rtol=1e-4, atol=1e-4)

@@ -77,7 +77,7 @@ class FunctionCodegen:
         self.slot_caps = {}               # id(site slot) -> alloca holding its buffer's capacity
         self._elem_memo = {}
         self._preloaded = None            # (id(ptr), ids of the index) -> a value loaded ahead
-        self._transposed = {}             # IR matrix -> slot of its transposed copy (transposed_copy)
+        self._copies = {}                 # (IR matrix, transposed) -> slot of its copy (invariant_copy)
 
     # ---- entry point ---------------------------------------------------------------------
     def build(self) -> ll.Function:
@@ -342,9 +342,18 @@ class FunctionCodegen:
         return self.smin(self.smax(v, self.i64(0)), n)
 
     # ---- memory --------------------------------------------------------------------------
+    #: byte alignment of the arrays a CPU kernel with wide vectors allocates: a 64-byte vector
+    #: load that straddles two cache lines costs two (a 64 x 64 vector-matrix product over a
+    #: misaligned matrix ran 1.5x slower)
+    VECTOR_ALIGN = 64
+
     def _malloc(self):
         f = self.module.globals.get("malloc")
         return f or ll.Function(self.module, ll.FunctionType(PTR, [I64]), "malloc")
+
+    def _aligned_alloc(self):
+        f = self.module.globals.get("aligned_alloc")
+        return f or ll.Function(self.module, ll.FunctionType(PTR, [I64, I64]), "aligned_alloc")
 
     def _free_fn(self):
         f = self.module.globals.get("free")
@@ -408,7 +417,12 @@ class FunctionCodegen:
         return ITEMSIZE[dtype]
 
     def _checked_malloc(self, n):
-        raw = self.b.call(self._malloc(), [n])
+        if self.vector_lanes("f32"):
+            a = self.VECTOR_ALIGN
+            size = self.b.and_(self.b.add(n, self.i64(a - 1)), self.i64(-a))   # C11: a multiple of a
+            raw = self.b.call(self._aligned_alloc(), [self.i64(a), size])
+        else:
+            raw = self.b.call(self._malloc(), [n])
         self.check(self.b.icmp_unsigned("!=", raw, ll.Constant(PTR, None)), "memory",
                    "out of memory allocating an array", self.fn.loc, n)
         return raw
@@ -777,8 +791,8 @@ class FunctionCodegen:
 
     #: column vectors kept in registers per block of a vector-matrix product
     VECMAT_UNROLL = 4
-    #: largest matrix (elements) a loop's matrix-vector products use a transposed copy of
-    TRANSPOSED_MAX = 1 << 16
+    #: largest matrix (elements) a loop's vector products copy (invariant_copy)
+    COPY_MAX = 1 << 16
 
     def vector_lanes(self, dt) -> int:
         """Lanes of the widest vector register of the host's ISAs for dt; 0 when unknown."""
@@ -788,25 +802,30 @@ class FunctionCodegen:
             return 0
         return max(widths) // (32 if dt == "f32" else 64)
 
-    def transposed_copy(self, v: ir.Value, A: ArrayVal):
-        """A pointer to Aᵀ (row-major, k x m) for the m x k matrix A = value v, made on first use in
-        a call and kept until the kernel returns: the matrix-vector products of a loop whose
-        matrix does not change become vector-matrix products (`_vecmat`: 2.3x faster at d = 64)."""
+    def invariant_copy(self, v: ir.Value, A: ArrayVal, transpose: bool):
+        """(pointer, row stride) of a copy of the m x k matrix A = value v (of Aᵀ when transpose),
+        made on first use in a call and kept until the kernel returns, for the vector-matrix
+        products (`_vecmat`) of a loop whose matrix does not change: a transposed copy turns
+        A @ x into x @ Aᵀ (2.3x faster at d = 64), and either copy's rows start on vector
+        boundaries (a misaligned 64 x 64 matrix made x @ A 1.5x slower)."""
         b = self.b
-        slot = self._transposed.get(v)
+        slot = self._copies.get((v, transpose))
         if slot is None:
-            slot = self._transposed[v] = self._entry_alloca(ll.PointerType(MEMTYPE[A.dtype]))
+            slot = self._copies[v, transpose] = self._entry_alloca(ll.PointerType(MEMTYPE[A.dtype]))
             self.all_slots.append(slot)          # null at entry, freed on the error exit
             self.kept_slots.add(id(slot))        # and when the kernel returns
+        m, k = A.dims
+        rows, cols = (k, m) if transpose else (m, k)
+        lanes = self.i64(self.vector_lanes(A.dtype))
+        ld = b.mul(b.sdiv(b.add(cols, b.sub(lanes, self.i64(1))), lanes), lanes)
         with b.if_then(b.icmp_unsigned("==", b.load(slot), ll.Constant(slot.type.pointee, None))):
-            m, k = A.dims
-            raw = self._checked_malloc(self.smax(b.mul(b.mul(m, k), self.i64(ITEMSIZE[A.dtype])), self.i64(1)))
-            At = b.bitcast(raw, slot.type.pointee)
-            b.store(At, slot)
+            raw = self._checked_malloc(self.smax(b.mul(b.mul(rows, ld), self.i64(ITEMSIZE[A.dtype])), self.i64(1)))
+            copy = b.bitcast(raw, slot.type.pointee)
+            b.store(copy, slot)
             self.for_range(m, lambda i: self.for_range(k, lambda j: b.store(
                 b.load(b.gep(A.ptr, [b.add(b.mul(i, k), j)], inbounds=True)),
-                b.gep(At, [b.add(b.mul(j, m), i)], inbounds=True))))
-        return b.load(slot)
+                b.gep(copy, [b.add(b.mul(j, ld), i) if transpose else b.add(b.mul(i, ld), j)], inbounds=True))))
+        return b.load(slot), ld
 
     def _vecmat(self, dt, N, K, vecs, B, ldb, outs) -> bool:
         """outs[g][N] = vecs[g] @ B[K, N] (B row-major; vecs: (pointer, transposed, lda), element

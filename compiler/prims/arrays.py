@@ -288,19 +288,28 @@ def _matvecs(cg, dt, A, xs, outs, a_value=None):
     and A @ dx in one pass; 2x faster than one row at a time at d = 64). Inside a loop, a small
     matrix defined outside every loop (`a_value`) is transposed once per call and the products
     become vector-matrix products (FunctionCodegen.transposed_copy)."""
-    b = cg.b
-    m, k = A.dims
-    if (a_value is not None and len(cg.scopes) > 1 and not cg.in_parallel and cg.vector_lanes(dt)
-            and cg.info.value_block.get(a_value) is cg.fn.body):
-        small = b.icmp_signed("<=", b.mul(m, k), cg.i64(cg.TRANSPOSED_MAX))
-        with b.if_else(small) as (then, otherwise):
+    if a_value is not None and _copyable_in_loop(cg, a_value, dt):
+        m, k = A.dims
+        with cg.b.if_else(_small_copy(cg, A)) as (then, otherwise):
             with then:
-                At = cg.transposed_copy(a_value, A)
-                cg._vecmat(dt, m, k, [(x.ptr, False, k) for x in xs], At, m, [out.ptr for out in outs])
+                At, ld = cg.invariant_copy(a_value, A, True)
+                cg._vecmat(dt, m, k, [(x.ptr, False, k) for x in xs], At, ld, [out.ptr for out in outs])
             with otherwise:
                 _row_blocks(cg, dt, A, xs, outs)
         return
     _row_blocks(cg, dt, A, xs, outs)
+
+
+def _copyable_in_loop(cg, v, dt) -> bool:
+    """Whether the matrix v of a product in a loop was defined outside every loop, so a copy
+    laid out for `_vecmat` (FunctionCodegen.invariant_copy) is made once per call."""
+    return (len(cg.scopes) > 1 and not cg.in_parallel and bool(cg.vector_lanes(dt))
+            and cg.info.value_block.get(v) is cg.fn.body)
+
+
+def _small_copy(cg, A):
+    m, k = A.dims
+    return cg.b.icmp_signed("<=", cg.b.mul(m, k), cg.i64(cg.COPY_MAX))
 
 
 def _row_blocks(cg, dt, A, xs, outs):
@@ -361,6 +370,17 @@ def _matmul_core(cg, op, ta, tb, A, tA, B, tB, out):
         return
     if ta.rank == 2 and tb.rank == 1 and not tA:
         _matvecs(cg, dt, A, [B], [cg.alloc_array(op.result, [A.dims[0]])], op.operands[0])
+        return
+    b_value = op.operands[1].owner.operands[0] if tB else op.operands[1]
+    if ta.rank == 1 and tb.rank == 2 and _copyable_in_loop(cg, b_value, dt):
+        # x @ B in a loop, B fixed: rows of B aligned (and B read as stored when it is a transpose)
+        out = cg.alloc_array(op.result, [n])
+        with cg.b.if_else(_small_copy(cg, B)) as (then, otherwise):
+            with then:
+                Bc, ld = cg.invariant_copy(b_value, B, tB)
+                cg._vecmat(dt, n, ka, [(A.ptr, False, lda)], Bc, ld, [out.ptr])
+            with otherwise:
+                cg.gemm(dt, m, n, ka, A.ptr, tA, lda, B.ptr, tB, ldb, out.ptr, n)
         return
     dims = ([m] if ta.rank == 2 else []) + ([n] if tb.rank == 2 else [])
     out = cg.alloc_array(op.result, dims)
