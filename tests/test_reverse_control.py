@@ -143,6 +143,51 @@ def test_loops_with_zero_one_and_many_steps():
     np.testing.assert_allclose(gh, fd(lambda z: euler(x0, A, float(z), 20), 0.1), rtol=1e-6)
 
 
+def _loop_carries(text):
+    """The carried types of every `for` in the simplified IR text of a kernel."""
+    body = text.split("// after simplification")[-1]
+    return [line.split("{types=")[1].split("}")[0] for line in body.splitlines() if "= for(" in line]
+
+
+def test_a_tape_only_another_argument_needs_is_dropped():
+    """grad with respect to x0 alone: the reverse sweep's refill keeps the tape of tanh' (which
+    the x0 gradient reads) but not the tape of states (only A's gradient would read it)."""
+    rng = np.random.default_rng(3)
+    d = 5
+    x0, A = rng.standard_normal(d), rng.standard_normal((d, d)) / 3
+    only_x0, both = grad(euler), grad(euler, argnums=(0, 1))
+    carries_x0 = _loop_carries(only_x0.lower(x0, A, 0.1, 9).ir())
+    carries_both = _loop_carries(both.lower(x0, A, 0.1, 9).ir())
+    tapes = lambda cs: sum(c.count("f64[?") for c in cs)
+    assert tapes(carries_x0) == tapes(carries_both) - 1, (carries_x0, carries_both)
+    np.testing.assert_allclose(only_x0(x0, A, 0.1, 9), fd(lambda z: euler(z, A, 0.1, 9), x0),
+                               rtol=1e-6, atol=1e-8)
+    gx, gA = both(x0, A, 0.1, 9)
+    np.testing.assert_allclose(gA, fd(lambda z: euler(x0, z, 0.1, 9), A), rtol=1e-6, atol=1e-8)
+
+
+@kernel
+def dead_and_live_carries(x: f64[n], steps: i64) -> f64[n]:
+    y = x
+    junk = x
+    feeds = x
+    for t in range(steps):
+        junk = junk * 2.0 + y            # result unused, feeds nothing else: dropped
+        y = 0.5 * y + 0.1 * feeds
+        feeds = feeds + 1.0              # result unused but read by y: kept
+    return y
+
+
+def test_dead_loop_carries_go_and_live_ones_stay():
+    carries = _loop_carries(dead_and_live_carries.lower(np.zeros(3), 4).ir())
+    assert carries == ["(f64[n], f64[n])"], carries
+    x = np.random.default_rng(4).standard_normal(3)
+    y, feeds = x.copy(), x.copy()
+    for _ in range(4):
+        y, feeds = 0.5 * y + 0.1 * feeds, feeds + 1.0
+    np.testing.assert_allclose(dead_and_live_carries(x, 4), y, rtol=1e-15)
+
+
 @pytest.mark.parametrize("k", [squares, chain_energy, backwards_stride, prefix_product,
                                overwrite_then_read, branch_per_element])
 @pytest.mark.parametrize("n", [1, 2, 9])

@@ -109,6 +109,61 @@ def _dce(block: ir.Block, used: set) -> bool:
     return changed
 
 
+def _dead_carries(block: ir.Block, used: set) -> bool:
+    """Drop a `for` loop's carried value whose result is unused and which feeds nothing but its
+    own next value (a reverse sweep's tape of states that only another argument's gradient
+    reads): its init, block argument, result and the pure ops computing it go."""
+    changed = False
+    for op in block.ops:
+        for reg in op.regions:
+            changed |= _dead_carries(reg, used)
+        if op.prim != "for":
+            continue
+        body = op.regions[0]
+        users = {}
+        for o in body.ops:
+            for v in o.operands:
+                users.setdefault(v, []).append(o)
+        for o in _nested_ops(body):
+            for v in o.operands:
+                users.setdefault(v, []).append(None)      # read inside a nested region: kept
+        for i in reversed(range(len(op.results))):
+            if op.results[i] in used:
+                continue
+            cone, ops, work, ok = set(), set(), [body.args[1 + i]], True
+            while work and ok:
+                v = work.pop()
+                if v in cone:
+                    continue
+                cone.add(v)
+                for u in users.get(v, ()):
+                    if u is body.terminator:
+                        ok = [k for k, y in enumerate(u.operands) if y is v] == [i]
+                    elif (u is None or u.regions or u.checked or u.prim in _IMPURE
+                          or PRIMS[u.prim].kind == "control"):
+                        ok = False
+                    else:
+                        ops.add(u)
+                        work.extend(u.results)
+            if not ok:
+                continue
+            body.ops = [o for o in body.ops if o not in ops]
+            del body.terminator.operands[i]
+            del body.args[1 + i]
+            del op.operands[3 + i]
+            del op.results[i]
+            op.attrs["types"] = tuple(t for k, t in enumerate(op.attrs["types"]) if k != i)
+            changed = True
+    return changed
+
+
+def _nested_ops(block: ir.Block):
+    """The ops inside the regions of `block`'s ops (not `block`'s own)."""
+    for op in block.ops:
+        for reg in op.regions:
+            yield from ir.walk_ops(reg)
+
+
 def _rewrite(block: ir.Block, rename: dict) -> bool:
     """Apply the structural rewrites registered beside the primitives (`prims.REWRITES`, e.g. a
     product with an identity basis -> a slice, compiler/prims/basis.py), in program order: a
@@ -199,7 +254,7 @@ def simplify(fn: ir.Function) -> ir.Function:
     while True:
         used = set()
         _used(fn.body, used)
-        if not _dce(fn.body, used):
+        if not (_dce(fn.body, used) | _dead_carries(fn.body, used)):
             break
     return fn
 
