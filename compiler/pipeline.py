@@ -6,11 +6,15 @@ from dataclasses import dataclass
 
 from . import cache, ir
 from .codegen import llvm as backend
+from .codegen import runtime_module
 from .diagnostics import DslTypeError
 from .ir import dim_is_opaque, dim_to_json
 from .passes import simplify
 
 VERSION = "0.1.0"
+#: what a cached object expects of the process (bumped when that changes: 2 = it calls the
+#: JIT's runtime module, codegen/runtime_module.py)
+OBJECT_ABI = "2"
 _compile_lock = threading.Lock()
 
 
@@ -59,7 +63,7 @@ def canonical_text(fn: ir.Function) -> str:
 def cache_key(fn: ir.Function, boundscheck: bool) -> str:
     import llvmlite.binding as llvm
     backend.initialise()
-    return cache.key_for(VERSION, backend.toolchain_version(), llvm.get_host_cpu_name(),
+    return cache.key_for(VERSION, OBJECT_ABI, backend.toolchain_version(), llvm.get_host_cpu_name(),
                          llvm.get_host_cpu_features().flatten(), str(boundscheck), canonical_text(fn),
                          fn.loc.filename, str(fn.loc.line), ",".join(fn.param_names),
                          ",".join(fn.result_names), str(fn.tuple_result))
@@ -78,12 +82,14 @@ def compile_function(fn: ir.Function, boundscheck: bool = True, use_cache: bool 
         hit = cache.load(key) if use_cache else None
         if hit is not None:
             obj, meta = hit
+            runtime_module.ensure_loaded(jit, runtime_module.used_by(obj))   # what its calls resolve to
             jit.add_object(symbol, obj)
             sig = meta["signature"]
         else:
             module, sites = backend.build_module(fn, symbol, boundscheck, name=symbol, vector_math="host", blas=True,
-                                                    threads=True)
+                                                    threads=True, shared_runtime=True)
             sig = signature_of(fn, symbol, sites)
+            runtime_module.ensure_loaded(jit, runtime_module.used_by(module))
             ref = backend.parse_and_optimise(module, jit.tm)
             ref.name = symbol
             obj = jit.add_llvm(ref)

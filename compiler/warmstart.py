@@ -34,7 +34,8 @@ Linking: the JIT's objects are compiled for MCJIT (static relocation model, larg
 every absolute address is an R_X86_64_64 relocation: `ld -shared -z notext` accepts that and the
 dynamic loader patches the text at load time (text relocations). Calls to NumPy's OpenBLAS
 (`dslc_cblas_?gemm`, bound with `llvm.add_symbol` in the JIT) go through a small C stub whose
-function pointers `load_library` sets. Platforms where any of this fails simply never get a record.
+function pointers `load_library` sets; calls into the JIT's runtime module (threads, small
+products: codegen/runtime_module.py) are resolved by linking its object code in too. Platforms where any of this fails simply never get a record.
 
 Files are written atomically (temporary file + rename) and carry a checksum, with cache.py's helpers.
 Set DSLC_WARM_START=0 to turn the layer off.
@@ -376,7 +377,11 @@ def _build(directory, key, object_key, record, static):
         _no_cc = True
         return
     blas = b"dslc_cblas_" in obj
-    so = _link(cc, obj, blas, directory)
+    from .codegen import runtime_module           # the pieces it calls: this process has them
+    runtime = runtime_module.object_code(runtime_module.used_by(obj))
+    if runtime is None:
+        return
+    so = _link(cc, obj, blas, directory, runtime)
     if so is None:
         return
     name = f"{key}-{digest(so)[:16]}.so"
@@ -412,7 +417,7 @@ def _library_ok(record: dict, directory: str | None) -> bool:
         return False
 
 
-def _link(cc: str, obj: bytes, blas: bool, directory: str) -> bytes | None:
+def _link(cc: str, obj: bytes, blas: bool, directory: str, runtime=()) -> bytes | None:
     import shutil
     import subprocess
     import tempfile
@@ -421,6 +426,11 @@ def _link(cc: str, obj: bytes, blas: bool, directory: str) -> bytes | None:
         with open(o, "wb") as f:
             f.write(obj)
         cmd = cc.split() + ["-shared", "-o", so, o]
+        for k, piece in enumerate(runtime):     # the JIT's runtime pieces the kernel calls
+            rt = os.path.join(tmp, f"runtime{k}.o")
+            with open(rt, "wb") as f:
+                f.write(piece)
+            cmd.append(rt)
         if blas:
             c = os.path.join(tmp, "blas.c")
             with open(c, "w") as f:

@@ -18,7 +18,7 @@ from llvmlite import ir as ll
 from .. import ir
 from ..diagnostics import UnsupportedError
 from ..prims import PRIMS
-from . import parallel, vmath
+from . import gemm_loops, parallel, vmath
 from .analysis import Analysis
 
 I1, I8, I32, I64 = ll.IntType(1), ll.IntType(8), ll.IntType(32), ll.IntType(64)
@@ -59,9 +59,10 @@ class FunctionCodegen:
     flat_jobs = False
 
     def __init__(self, module: ll.Module, fn: ir.Function, symbol: str, boundscheck: bool = True,
-                 vector_isas=(), blas: bool = False, threads: bool = False):
+                 vector_isas=(), blas: bool = False, threads: bool = False, shared_runtime: bool = False):
         self.module, self.fn, self.symbol = module, fn, symbol
         self.threads = threads            # big loop nests may run on several CPU threads (parallel.py)
+        self.shared_runtime = shared_runtime   # runtime functions are the JIT's (runtime_module.py)
         self.in_parallel = False          # generating an outlined chunk function
         self.blas = blas                  # large matrix products may call dslc_cblas_?gemm (blas.py)
         self.boundscheck = boundscheck
@@ -663,7 +664,7 @@ class FunctionCodegen:
         errs0, status0 = b.gep(errs, [zero, zero]), b.gep(status, [zero, zero])
         args = [b.bitcast(sub, PTR), b.bitcast(ctx, PTR), n0, chunks, errs0, status0]
         if single is None:
-            failed = b.call(parallel.run_fn(self.module), args)
+            failed = b.call(parallel.run_fn(self.module, self.shared_runtime), args)
         else:
             slot = self.alloca_scalar("i64", self.i64(-1))
             with b.if_else(single) as (then, otherwise):
@@ -672,7 +673,7 @@ class FunctionCodegen:
                     b.store(st, status0)
                     b.store(b.select(b.icmp_signed("!=", st, ll.Constant(I32, 0)), zero, self.i64(-1)), slot)
                 with otherwise:
-                    b.store(b.call(parallel.run_fn(self.module), args), slot)
+                    b.store(b.call(parallel.run_fn(self.module, self.shared_runtime), args), slot)
             failed = b.load(slot)
         with b.if_then(b.icmp_signed(">=", failed, zero), likely=False):
             # the chunk a sequential run would have failed in: its site and its details
@@ -736,36 +737,21 @@ class FunctionCodegen:
             one_row = isinstance(M, ll.Constant) and M.constant == 1
             if one_row and not tb and self._vecmat(dt, N, K, [(A, ta, lda)], B, ldb, [C]):
                 return
-
-            def row(i):
-                # self.b, not b: a parallel loop generates its rows with another builder
-                b = self.b
-                zero = self.constant(0, dt)
-                self.for_range(N, lambda j: b.store(zero, b.gep(C, [b.add(b.mul(i, ldc), j)], inbounds=True)))
-
-                def mid(p):
-                    a = b.load(b.gep(A, [b.add(b.mul(p, lda), i) if ta else b.add(b.mul(i, lda), p)],
-                                     inbounds=True))
-
-                    def inner(j):
-                        cp = b.gep(C, [b.add(b.mul(i, ldc), j)], inbounds=True)
-                        bv = b.load(b.gep(B, [b.add(b.mul(j, ldb), p) if tb else b.add(b.mul(p, ldb), j)],
-                                          inbounds=True))
-                        if ir.is_float(dt):
-                            b.store(b.fadd(b.load(cp), b.fmul(a, bv)), cp)
-                        else:
-                            b.store(b.add(b.load(cp), b.mul(a, bv)), cp)
-                    self.for_range(N, inner)
-                self.for_range(K, mid)
-            if self.blas:
+            sa_i, sa_p = gemm_loops.a_strides(ta, lda)
+            if self.blas and ir.is_float(dt):
                 # the fallback of a module that calls BLAS for big products: small ones only,
-                # where threads would not pay (and a chunk function per product costs ~40 ms
-                # of LLVM time in B4's gradient)
-                self.for_range(M, row)
+                # where threads would not pay, in one function per element type and layout of B
+                # (compiled once per process when the runtime is shared)
+                b.call(gemm_loops.rows_fn(self.module, LLTYPE[dt], tb, define=not self.shared_runtime),
+                       [M, N, K, A, sa_i, sa_p, B, ldb, C, ldc])
+            elif self.blas:
+                gemm_loops.counted(b, self.i64(0), M, lambda i: gemm_loops.emit_row(
+                    b, i, N, K, A, sa_i, sa_p, B, tb, ldb, C, ldc))
             else:
                 # rows of C are independent: a big product's rows are split across threads (AOT
-                # libraries, GPU jobs)
-                self.parallel_loop([M], lambda idx, _: row(idx[0]), work=self.b.mul(N, K))
+                # libraries, GPU jobs); self.b, not b: a parallel loop builds its rows elsewhere
+                self.parallel_loop([M], lambda idx, _: gemm_loops.emit_row(
+                    self.b, idx[0], N, K, A, sa_i, sa_p, B, tb, ldb, C, ldc), work=self.b.mul(N, K))
 
         if not (self.blas and ir.is_float(dt)):
             loops()
@@ -1066,7 +1052,8 @@ def _load_captures(sub: ll.Function, captured: list, ctx_t):
 
 
 def generate(module: ll.Module, fn: ir.Function, symbol: str, boundscheck: bool = True,
-             vector_isas=(), blas: bool = False, threads: bool = False) -> FunctionCodegen:
-    cg = FunctionCodegen(module, fn, symbol, boundscheck, vector_isas, blas, threads)
+             vector_isas=(), blas: bool = False, threads: bool = False,
+             shared_runtime: bool = False) -> FunctionCodegen:
+    cg = FunctionCodegen(module, fn, symbol, boundscheck, vector_isas, blas, threads, shared_runtime)
     cg.build()
     return cg

@@ -92,7 +92,7 @@ def add_py_trampoline(module: ll.Module, fn: ir.Function, c_entry: ll.Function, 
 
 def build_module(fn: ir.Function, symbol: str, boundscheck: bool = True, py_trampoline: bool = True,
                  name: str = "dslc", vector_math=None, blas: bool = False,
-                 threads: bool = False) -> tuple[ll.Module, list]:
+                 threads: bool = False, shared_runtime: bool = False) -> tuple[ll.Module, list]:
     """An LLVM module with the kernel's entry point (and its `__py` trampoline); also the
     error sites of the entry point, in site-id order.
 
@@ -101,7 +101,8 @@ def build_module(fn: ir.Function, symbol: str, boundscheck: bool = True, py_tram
     shared library built with vector math must be linked with `vmath.link_libraries(isas)`.
     blas: large matrix products call NumPy's OpenBLAS (JIT only: see blas.py); ignored when the
     library is not found. threads: big loop nests run on several CPU threads (codegen/parallel.py:
-    libc's pthreads; CPU targets only)."""
+    libc's pthreads; CPU targets only). shared_runtime: the thread runtime and the small products'
+    loops are only declared (the JIT's runtime module defines them: runtime_module.py)."""
     import re
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", symbol):
         raise ValueError(f"invalid entry-point name {symbol!r}")   # LLVM would abort the process
@@ -109,7 +110,8 @@ def build_module(fn: ir.Function, symbol: str, boundscheck: bool = True, py_tram
     module = ll.Module(name=name)
     module.triple = llvm.get_process_triple()
     isas = vmath.host_isas() if vector_math == "host" else tuple(vector_math or ())
-    cg = generate(module, fn, symbol, boundscheck, isas, bool(blas) and _blas.register_symbols(), threads)
+    cg = generate(module, fn, symbol, boundscheck, isas, bool(blas) and _blas.register_symbols(), threads,
+                  shared_runtime)
     vmath.finish(module)
     if py_trampoline:
         add_py_trampoline(module, fn, cg.llfn, symbol + "__py")

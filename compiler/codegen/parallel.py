@@ -6,7 +6,7 @@ outlined (`FunctionCodegen.parallel_loop`) into a function
     i32 chunk_fn(i8* ctx, i64 lo, i64 hi, i64 chunk, i64* err)
 
 that runs rows [lo, hi) and returns 0 or an error-site id. `dslc.par.run` publishes the loop as a
-job to the module's worker threads; the caller and up to T - 1 workers claim chunks one at a time
+job to the runtime's worker threads; the caller and up to T - 1 workers claim chunks one at a time
 until none is left; the caller waits for the claimed ones and returns the first failing chunk
 (or -1). Every chunk runs, whoever runs it.
 
@@ -19,7 +19,7 @@ NumPy's spinning OpenBLAS threads: 154; with the pool: 160-180). Claiming chunks
 with the caller claiming too, means a worker slow to wake (asleep, or its core taken by another
 library's spinning threads) never holds a call up. sched_yield in the spin loop made calls take
 1-12 ms on these VMs, so the spin only pauses. The pool serves one call at a time: a call that
-finds it busy (another Python thread's kernel of the same module) creates and joins its own
+finds it busy (another Python thread's kernel) creates and joins its own
 threads. A forked child starts with no workers (the pool notes its pid).
 
 The chunk count depends only on the loop's size (never on the thread count), and each reduction
@@ -28,7 +28,8 @@ keeps one partial per chunk combined in chunk order, so results are the same bit
 errors are the same too.
 
 The runtime is plain libc (pthreads, getenv, sched_getaffinity, sysconf, clock_gettime), emitted as
-internal functions, so JIT modules and AOT shared libraries carry their own copy. Thread count:
+internal functions: AOT shared libraries carry their own copy; the JIT compiles one for the whole
+process (runtime_module.py), which its kernels call, so one pool of workers serves them all. Thread count:
 `DSLC_NUM_THREADS` read at each parallel loop (so it can be changed while a process runs), else
 the CPUs this process may run on (sched_getaffinity, like `os.sched_getaffinity`), at most
 MAX_CHUNKS. A loop with fewer than 2 * GRAIN elements is one chunk and runs inline, with no
@@ -388,14 +389,20 @@ def _run_pooled(module, b, fn, nt, job_fields, tid):
     return got
 
 
-def run_fn(module):
+RUN = "dslc.par.run"
+RUN_FNTY = ll.FunctionType(I64, [PTR, PTR, I64, I64, ll.PointerType(I64), ll.PointerType(I32)])
+
+
+def run_fn(module, shared: bool = False):
     """i64 dslc.par.run(chunk_fn, ctx, n0, chunks, i64* errs, i32* status): the first failing
-    chunk, or -1. errs has 3 slots per chunk, status one; both have `chunks` entries."""
-    fn = module.globals.get("dslc.par.run")
+    chunk, or -1. errs has 3 slots per chunk, status one; both have `chunks` entries. `shared`:
+    only declared (the JIT defines it once per process: runtime_module.py)."""
+    fn = module.globals.get(RUN)
     if fn is not None:
         return fn
-    fn = _internal(module, "dslc.par.run",
-                   ll.FunctionType(I64, [PTR, PTR, I64, I64, ll.PointerType(I64), ll.PointerType(I32)]))
+    if shared:
+        return ll.Function(module, RUN_FNTY, RUN)
+    fn = _internal(module, RUN, RUN_FNTY)
     threads, worker = _threads_fn(module), _worker_fn(module)
     create = _declare(module, "pthread_create", I32,
                       [ll.PointerType(I64), PTR, ll.PointerType(ll.FunctionType(PTR, [PTR])), PTR])
