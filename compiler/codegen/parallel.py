@@ -39,6 +39,8 @@ from __future__ import annotations
 
 from llvmlite import ir as ll
 
+from .gemm_loops import counted
+
 I8, I32, I64 = ll.IntType(8), ll.IntType(32), ll.IntType(64)
 PTR = ll.PointerType(I8)
 
@@ -74,22 +76,6 @@ def _internal(module, name, fnty):
     f.attributes.add("noinline")
     f.attributes.add("optnone")
     return f
-
-
-def _counted(b: ll.IRBuilder, fn, lo, hi, body):
-    """for i in [lo, hi): body(i); body may leave the loop by returning a block to branch to."""
-    pre = b.block
-    head, inner, done = fn.append_basic_block("l.head"), fn.append_basic_block("l.body"), fn.append_basic_block("l.done")
-    b.branch(head)
-    b.position_at_end(head)
-    i = b.phi(I64)
-    i.add_incoming(lo, pre)
-    b.cbranch(b.icmp_signed("<", i, hi), inner, done)
-    b.position_at_end(inner)
-    body(i)
-    i.add_incoming(b.add(i, ll.Constant(I64, 1)), b.block)
-    b.branch(head)
-    b.position_at_end(done)
 
 
 def _chunk_bounds(b, n0, chunks, c):
@@ -183,7 +169,7 @@ def _worker_fn(module):
         go_on = fn.append_basic_block("next")
         b.cbranch(b.icmp_signed("!=", st, ll.Constant(I32, 0)), out, go_on)
         b.position_at_end(go_on)
-    _counted(b, fn, first, end, body)
+    counted(b, first, end, body)
     b.branch(out)
     b.position_at_end(out)
     b.ret(ll.Constant(PTR, None))
@@ -363,7 +349,7 @@ def _run_pooled(module, b, fn, nt, job_fields, tid):
                 with b.if_then(b.icmp_signed("==", rc, ll.Constant(I32, 0))):
                     b.call(detach, [b.load(tid)])
                     b.store(k, pool["nworkers"])
-        _counted(b, fn, one, nt, spawn)
+        counted(b, one, nt, spawn)
         gen = b.and_(b.add(old, one), ll.Constant(I64, (1 << 47) - 1))   # fits `next` and the worker arg
         for f, v in enumerate(job_fields):
             b.store(v, b.gep(pool["job"], [ll.Constant(I32, 0), ll.Constant(I32, f)]))
@@ -415,7 +401,7 @@ def run_fn(module, shared: bool = False):
     tids = b.alloca(ll.ArrayType(I64, MAX_CHUNKS))
     started = b.alloca(ll.ArrayType(I8, MAX_CHUNKS))
     t, tid = b.alloca(I64), b.alloca(I64)
-    _counted(b, fn, zero, chunks, lambda c: b.store(ll.Constant(I32, 0), b.gep(status, [c])))
+    counted(b, zero, chunks, lambda c: b.store(ll.Constant(I32, 0), b.gep(status, [c])))
     b.store(one, t)
     with b.if_then(b.icmp_signed(">", chunks, one)):
         b.store(_smax(b, _smin(b, b.call(threads, []), chunks), one), t)
@@ -438,7 +424,7 @@ def run_fn(module, shared: bool = False):
         own = fn.append_basic_block("own.threads")
         b.cbranch(pooled, scan_block, own)
         b.position_at_end(own)
-    _counted(b, fn, zero, nt, fill)
+    counted(b, zero, nt, fill)
 
     def start(k):
         rc = b.call(create, [b.gep(tids, [ll.Constant(I32, 0), k]), ll.Constant(PTR, None), worker,
@@ -447,20 +433,20 @@ def run_fn(module, shared: bool = False):
         b.store(b.zext(ok, I8), b.gep(started, [ll.Constant(I32, 0), k]))
         with b.if_then(b.not_(ok)):              # no thread to be had: run its chunks here
             b.call(worker, [b.bitcast(task_at(k), PTR)])
-    _counted(b, fn, one, nt, start)
+    counted(b, one, nt, start)
     b.call(worker, [b.bitcast(task_at(zero), PTR)])
 
     def finish(k):
         with b.if_then(b.icmp_unsigned("!=", b.load(b.gep(started, [ll.Constant(I32, 0), k])), ll.Constant(I8, 0))):
             b.call(join, [b.load(b.gep(tids, [ll.Constant(I32, 0), k])), ll.Constant(ll.PointerType(PTR), None)])
-    _counted(b, fn, one, nt, finish)
+    counted(b, one, nt, finish)
     b.branch(scan_block)
     b.position_at_end(scan_block)
 
     def scan(c):
         with b.if_then(b.icmp_signed("!=", b.load(b.gep(status, [c])), ll.Constant(I32, 0))):
             b.ret(c)
-    _counted(b, fn, zero, chunks, scan)
+    counted(b, zero, chunks, scan)
     b.ret(ll.Constant(I64, -1))
     return fn
 

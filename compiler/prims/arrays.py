@@ -7,9 +7,7 @@ Index specs (`spec` attr of index/slice/store/add_at): one letter per axis of th
 """
 from __future__ import annotations
 
-from llvmlite import ir as ll
-
-from ..ir import Type, dim_op, fresh_dim, is_float, is_int
+from ..ir import Type, dim_op, fresh_dim, is_int
 from . import TypeRuleError, defprim, rule
 
 
