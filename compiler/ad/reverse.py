@@ -42,6 +42,23 @@ def _defined(region: ir.Block) -> set:
     return out
 
 
+def _outer_factors(c: Value):
+    """(u, x) when c = u[:, None] * x[None, :] for vectors u and x (what the transpose of
+    `A @ x` gives A), else None."""
+    op = c.owner
+    if not isinstance(op, ir.Op) or op.prim != "mul" or c.type.rank != 2:
+        return None
+    p, q = op.operands
+    if not all(isinstance(o.owner, ir.Op) and o.owner.prim == "broadcast_in_dim" for o in (p, q)):
+        return None
+    for col, row in ((p, q), (q, p)):
+        u, x = col.owner.operands[0], row.owner.operands[0]
+        if (tuple(col.owner.attrs["bdims"]) == (0,) and tuple(row.owner.attrs["bdims"]) == (1,)
+                and u.type.rank == 1 and x.type.rank == 1 and u.type.dtype == x.type.dtype == c.type.dtype):
+            return u, x
+    return None
+
+
 class Reverse:
     """State of one reverse-mode transformation (values of the linearization -> new program)."""
 
@@ -189,6 +206,12 @@ class Reverse:
         dt = r.type.dtype
         shape = (ir.fresh_dim(),) + tuple(r.type.shape)
         return b.broadcast_to(b.const(0, dt), shape, [count] + [self.dim_value(d) for d in r.type.shape], bdims=())
+
+    def _rows(self, count, like, axis):
+        """zeros((count, like.shape[axis])): a tape of `count` vectors along axis of `like`."""
+        b = self.b
+        shape = (ir.fresh_dim(), like.type.shape[axis])
+        return b.broadcast_to(b.const(0, like.type.dtype), shape, [count, b.dim(like, axis)], bdims=())
 
     def _save(self, buf, state, slot):
         spec = "i" + "a" * state.type.rank
@@ -349,8 +372,18 @@ class Reverse:
             refilled = self._loop_of(b.const(0, "i64"), m, start + segs + tapes, refill, hint="q")
             filled, taped = refilled[n_p:n_p + ns], refilled[n_p + ns:]
 
+            # a rank-2 cotangent whose step contributions are outer products u x^T (A's in
+            # `A @ x`): u and x go to one row each of two tapes, and the segment's sum is one
+            # matrix product U^T X after the walk (`_outer_factors`)
+            outer = [v.type.rank == 2 and ir.is_float(v.type.dtype) for v in captured]
+            tapes_u = [self._rows(k, acc, 0) for acc, o in zip(accs, outer) if o]
+            tapes_x = [self._rows(k, acc, 1) for acc, o in zip(accs, outer) if o]
+            batched = [False] * len(captured)
+            x_rows = [None] * len(tapes_x)
+            na = len(captured)
+
             def back(qr, a):
-                cts, accs = a[:nt], a[nt:]
+                cts, accs, us, xs = a[:nt], a[nt:nt + na], a[nt + na:nt + na + len(tapes_u)], a[nt + na + len(tapes_u):]
                 q = b.binary("sub", b.binary("sub", m, b.const(1, "i64")), qr)
                 state = [self._load(g, q, t) for g, t in zip(filled, types)]
                 if op.prim == "for":
@@ -372,12 +405,37 @@ class Reverse:
                     arg = region.args[skip + n_p + j]
                     c = local.pop(arg, None)
                     new_cts.append(c if c is not None else tc.zeros(arg))
-                new_accs = []
-                for v, acc in zip(captured, accs):
+                new_accs, new_us, new_xs = [], list(us), list(xs)
+                t = 0
+                for i, (v, acc) in enumerate(zip(captured, accs)):
                     c = local.pop(v, None)
-                    new_accs.append(acc if c is None else b.emit1("add", [acc, c]))
-                return new_cts + new_accs
-            return list(self._loop_of(b.const(0, "i64"), m, list(cts) + list(accs), back, hint="qr"))
+                    factors = _outer_factors(c) if outer[i] and c is not None else None
+                    if factors is not None:
+                        batched[i] = True
+                        new_us[t] = self._save(us[t], factors[0], q)
+                        x = factors[1].owner
+                        if (x.prim == "slice" and x.attrs["spec"] == "ia" and x.operands[1] is q
+                                and any(x.operands[0] is g for g in filled)):
+                            x_rows[t] = x.operands[0]           # x is the step's state: its tape
+                        else:
+                            new_xs[t] = self._save(xs[t], factors[1], q)
+                        new_accs.append(acc)
+                    else:
+                        new_accs.append(acc if c is None else b.emit1("add", [acc, c]))
+                    t += outer[i]
+                return new_cts + new_accs + new_us + new_xs
+            walked = self._loop_of(b.const(0, "i64"), m, list(cts) + list(accs) + tapes_u + tapes_x, back,
+                                   hint="qr")
+            cts, accs = list(walked[:nt]), list(walked[nt:nt + na])
+            us, xs = walked[nt + na:nt + na + len(tapes_u)], walked[nt + na + len(tapes_u):]
+            t = 0
+            for i in range(na):
+                if batched[i]:            # rows past m are zeros: the sum is over the segment's steps
+                    ut = b.emit1("transpose", [us[t]], {"perm": (1, 0)})
+                    rows = x_rows[t] if x_rows[t] is not None else xs[t]
+                    accs[i] = b.emit1("add", [accs[i], b.emit1("matmul", [ut, rows])])
+                t += outer[i]
+            return cts + accs
         saved, self.checks = self.checks, False
         outs = self._loop_of(b.const(0, "i64"), nck, ct0 + acc0, segment, hint="rseg")
         self.checks = saved

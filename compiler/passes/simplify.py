@@ -157,6 +157,37 @@ def _dead_carries(block: ir.Block, used: set) -> bool:
     return changed
 
 
+def _invariant_carries(body: ir.Block) -> bool:
+    """Drop a `for` loop's carried value that every iteration yields unchanged: its block
+    argument and its result are its initial value (a reverse sweep's accumulator that the
+    segment's walk leaves to one matrix product afterwards)."""
+    rename = {}
+    for op in ir.walk_ops(body):
+        if op.prim != "for":
+            continue
+        region = op.regions[0]
+        for i in reversed(range(len(op.results))):
+            arg = region.args[1 + i]
+            if region.terminator.operands[i] is not arg:
+                continue
+            rename[arg] = rename[op.results[i]] = op.operands[3 + i]
+            del region.terminator.operands[i]
+            del region.args[1 + i]
+            del op.operands[3 + i]
+            del op.results[i]
+            op.attrs["types"] = tuple(t for k, t in enumerate(op.attrs["types"]) if k != i)
+    if not rename:
+        return False
+
+    def resolve(v):
+        while v in rename:
+            v = rename[v]
+        return v
+    for op in ir.walk_ops(body):
+        op.operands = [resolve(o) for o in op.operands]
+    return True
+
+
 def _nested_ops(block: ir.Block):
     """The ops inside the regions of `block`'s ops (not `block`'s own)."""
     for op in block.ops:
@@ -254,7 +285,7 @@ def simplify(fn: ir.Function) -> ir.Function:
     while True:
         used = set()
         _used(fn.body, used)
-        if not (_dce(fn.body, used) | _dead_carries(fn.body, used)):
+        if not (_dce(fn.body, used) | _dead_carries(fn.body, used) | _invariant_carries(fn.body)):
             break
     return fn
 
