@@ -684,3 +684,36 @@ def test_loop_carries_written_in_place_only_when_elementwise():
     while wx.max() < 50.0:
         wx = np.where(wx > 0.0, wx * 2.0, 1.0 - wx)
     np.testing.assert_allclose(carry_while(x, 50.0), wx, rtol=1e-14)
+
+
+@kernel
+def carried_through_inner_loop(M: f64[n, n], x: f64[n], outer: i64, inner: i64) -> f64[n, n]:
+    for s in range(outer):
+        for t in range(inner):
+            M = M * 0.5                  # the inner loop takes the outer carry's buffer
+        M = M + x[0]                     # a new value that does not read the outer buffer
+    return M
+
+
+@kernel
+def unchanged_through_inner_loop(M: f64[n, n], x: f64[n], outer: i64, inner: i64) -> f64[n, n]:
+    for s in range(outer):
+        y = x
+        for t in range(inner):
+            y = y * 0.5
+            M = M
+        M = M + y[0]
+    return M
+
+
+@pytest.mark.parametrize("outer,inner", [(0, 0), (1, 0), (0, 3), (1, 1), (3, 3), (4, 2)])
+def test_outer_carry_moved_into_an_inner_loop(outer, inner):
+    """An inner loop that carries the outer loop's array takes its buffer; the outer loop's new
+    value must then go to a buffer of its own (it was written over the emptied slot: a crash)."""
+    M, x = np.arange(9.0).reshape(3, 3), np.array([2.0, 1.0, 0.0])
+    want, want2 = M.copy(), M.copy()
+    for _ in range(outer):
+        want = want * 0.5 ** inner + 2.0
+        want2 = want2 + 2.0 * 0.5 ** inner
+    np.testing.assert_allclose(carried_through_inner_loop(M, x, outer, inner), want, rtol=1e-15)
+    np.testing.assert_allclose(unchanged_through_inner_loop(M, x, outer, inner), want2, rtol=1e-15)

@@ -190,8 +190,10 @@ def _pointwise(cg, v, buf) -> bool:
 def _in_place_ok(cg, v, buf, values) -> bool:
     """A loop's new value v (lazy, yielded once) may be written into the carried buffer `buf` it
     replaces when it reads that buffer only at the index being written and no other yielded
-    value reads the buffer at all (they are materialised in the same pass)."""
-    if sum(x is v for x in values) != 1 or not _pointwise(cg, v, buf):
+    value reads the buffer at all (they are materialised in the same pass). A value that does not
+    read the buffer is not written there: the carried value may have been moved out of its slot
+    (into an inner loop that carries it), leaving the slot empty."""
+    if sum(x is v for x in values) != 1 or not _touches(cg, v, buf) or not _pointwise(cg, v, buf):
         return False
     return not any(w is not v and not w.type.is_scalar and _touches(cg, w, buf) for w in values)
 
