@@ -247,6 +247,28 @@ def _int_identity(b, op):
     return None
 
 
+@rewrite("dim")
+def _dim_of_elementwise(b, op):
+    """The extent of an elementwise result is its first operand's on that axis (the one code
+    generation takes, compiler/codegen/function.py `_gen_elementwise`), so `dim(x*x)` does not
+    keep `x*x` alive: a reverse pass's unused `x**2` (kept for its shape) would otherwise stop
+    `x` from fusing into its real user."""
+    v, axis = op.operands[0], op.attrs["axis"]
+    src = v.owner
+    if not (isinstance(src, ir.Op) and src.prim in PRIMS and PRIMS[src.prim].kind == "elementwise"
+            and len(src.results) == 1 and not src.regions):
+        return None
+    rank = v.type.rank
+    for o in src.operands:
+        if o.type.is_scalar:
+            continue
+        k = axis - (rank - o.type.rank)
+        if k < 0 or (o.type.shape[k] == 1 and v.type.shape[axis] != 1):
+            continue                     # a broadcast axis of o: the extent comes from a later operand
+        return [b.emit1("dim", [o], {"axis": k})]
+    return None
+
+
 @rewrite("slice")
 def _full_slice(b, op):
     """x[0:n] on an axis of extent n is the whole axis; a slice of whole axes is x itself."""
