@@ -96,6 +96,7 @@ class FunctionCodegen:
             self.out_slots.append(len(argtys))
             argtys += [ll.PointerType(MEMTYPE[t.dtype])] + [I64] * t.rank
         argtys.append(ll.PointerType(I64))
+        self.direct_out = self._direct_outputs()
         self.llfn = ll.Function(self.module, ll.FunctionType(I32, argtys), self.symbol)
         for k, a in enumerate(self.llfn.args):
             if isinstance(a.type, ll.PointerType):
@@ -124,6 +125,30 @@ class FunctionCodegen:
             ab.store(ll.Constant(slot.type.pointee, None), slot)
         ab.branch(body)
         return self.llfn
+
+    def _direct_outputs(self) -> dict:
+        """Returned arrays that top-level ops compute straight into their output buffers, not
+        into a buffer of their own copied at the return: value -> its output's argument index."""
+        ops = self.fn.body.ops
+        if not ops or ops[-1].prim != "return":
+            return {}
+        direct = {}
+        for v, k in zip(ops[-1].operands, self.out_slots):
+            if not v.type.is_scalar and isinstance(v.owner, ir.Op) and v not in direct \
+                    and self.info.block_of.get(v.owner) is self.fn.body:
+                direct[v] = k
+        return direct
+
+    def _output_buffer(self, v: ir.Value, dims: list):
+        """v's output buffer if v is computed into it (`_direct_outputs`), its extents checked."""
+        k = self.direct_out.get(v)
+        if k is None or len(self.scopes) != 1 or self.in_parallel:
+            return None
+        out_dims = list(self.llfn.args[k + 1:k + 1 + v.type.rank])
+        for d, g in zip(out_dims, dims):
+            self.check_eq(d, g, "shape", "output buffer has the wrong extent", self.fn.loc)
+        # no slot: not owned, so never freed, moved into a loop carry or updated in place
+        return ArrayVal(v.type.dtype, list(dims), ptr=self.llfn.args[k])
 
     def _entry_alloca(self, ty):
         ab = ll.IRBuilder(self.allocas)
@@ -429,7 +454,7 @@ class FunctionCodegen:
         return raw
 
     def alloc_array(self, v: ir.Value, dims: list) -> ArrayVal:
-        av = self.allocate(v.type.dtype, dims)
+        av = self._output_buffer(v, dims) or self.allocate(v.type.dtype, dims)
         self.values[v] = av
         return av
 
@@ -506,7 +531,7 @@ class FunctionCodegen:
         av = self.values[v]
         if av.ptr is not None:
             return av
-        out = self.allocate(av.dtype, av.dims)
+        out = self._output_buffer(v, av.dims) or self.allocate(av.dtype, av.dims)
         self.parallel_loop(av.dims, lambda idx, _: self.store_elem(out, idx, av.lazy(idx)), reads=av.reads,
                            flat=True)
         self.values[v] = out
@@ -977,6 +1002,8 @@ class FunctionCodegen:
                     val = self.b.zext(val, I8)
                 self.b.store(val, args[k])
                 continue
+            if self.values[v].ptr is args[k]:
+                continue                       # computed in place (_direct_outputs)
             got = self.dims(v)
             out_dims = list(args[k + 1:k + 1 + v.type.rank])
             for d, g in zip(out_dims, got):
