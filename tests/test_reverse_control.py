@@ -494,3 +494,16 @@ def test_extents_of_broadcast_results(n, m):
     got = broadcast_means(a, b, c, 2.5)
     for g_, w_ in zip(got, want):
         np.testing.assert_allclose(g_, w_, rtol=1e-12, atol=1e-12, equal_nan=True)
+
+
+@kernel
+def extent_of_a_mismatched_sum(x: f64[n, a], y: f64[n, b]) -> i64:
+    z = x + y
+    return z.shape[0]
+
+
+def test_extent_query_keeps_the_shape_check():
+    """`z.shape[0]` alone does not drop `x + y`'s run-time check of the other axis."""
+    assert extent_of_a_mismatched_sum(np.ones((2, 3)), np.ones((2, 3))) == 2
+    with pytest.raises(ValueError, match="could not be broadcast"):
+        extent_of_a_mismatched_sum(np.ones((2, 3)), np.ones((2, 4)))

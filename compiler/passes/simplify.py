@@ -252,21 +252,24 @@ def _dim_of_elementwise(b, op):
     """The extent of an elementwise result is its first operand's on that axis (the one code
     generation takes, compiler/codegen/function.py `_gen_elementwise`), so `dim(x*x)` does not
     keep `x*x` alive: a reverse pass's unused `x**2` (kept for its shape) would otherwise stop
-    `x` from fusing into its real user."""
+    `x` from fusing into its real user. Only where the op checks nothing at run time (its
+    operands' extents agree symbolically on every axis), so no shape error is dropped with it."""
     v, axis = op.operands[0], op.attrs["axis"]
     src = v.owner
     if not (isinstance(src, ir.Op) and src.prim in PRIMS and PRIMS[src.prim].kind == "elementwise"
             and len(src.results) == 1 and not src.regions):
         return None
     rank = v.type.rank
+    covering = [[] for _ in range(rank)]     # per result axis: (operand, its axis) setting the extent
     for o in src.operands:
-        if o.type.is_scalar:
-            continue
-        k = axis - (rank - o.type.rank)
-        if k < 0 or (o.type.shape[k] == 1 and v.type.shape[axis] != 1):
-            continue                     # a broadcast axis of o: the extent comes from a later operand
-        return [b.emit1("dim", [o], {"axis": k})]
-    return None
+        off = rank - o.type.rank
+        for k in range(o.type.rank):
+            if not (o.type.shape[k] == 1 and v.type.shape[off + k] != 1):   # not a broadcast axis
+                covering[off + k].append((o, k))
+    if any(len({o.type.shape[k] for o, k in c}) > 1 for c in covering) or not covering[axis]:
+        return None
+    o, k = covering[axis][0]
+    return [b.emit1("dim", [o], {"axis": k})]
 
 
 @rewrite("slice")
