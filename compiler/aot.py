@@ -108,7 +108,7 @@ def build_module(entries: list, boundscheck: bool = True, py_trampolines: bool =
 
 def optimise(ref, tm, level: int):
     if level > 0:
-        backend.optimise(ref, tm, level)
+        ref = backend.optimise(ref, tm, level)
     return ref
 
 
@@ -329,7 +329,7 @@ def build_library(entries: list, out_dir: str, name: str, *, emit=("so", "h"), o
     mod = build_module(entries, boundscheck, py_trampolines="so" in emit)
     tm, cpu_name, features = target_machine(opt, cpu)
     mod.triple = tm.triple
-    optimise(mod, tm, opt)
+    mod = optimise(mod, tm, opt)
     if "mlir" in emit:
         from .mlir import to_mlir
         texts = [f"// dslc {VERSION}: every entry point of lib{name}.so as an MLIR module (upstream dialects)\n"]

@@ -95,9 +95,10 @@ def _decode(rest: bytes):
     return rest[16 + n:], meta
 
 
-def store(key: str, obj: bytes, meta: dict) -> None:
+def store(key: str, obj: bytes, meta: dict, directory: str | None = None) -> None:
+    """Write an entry (into `directory`, default $DSLC_CACHE_DIR); warns when it cannot."""
     import json
-    d = cache_dir()
+    d = directory or cache_dir()
     mj = json.dumps(meta, sort_keys=True).encode()
     try:
         write_atomic(os.path.join(d, key + ".dslc"),

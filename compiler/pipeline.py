@@ -4,7 +4,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from . import cache, ir
+from . import cache, ir, tiering
 from .codegen import llvm as backend
 from .codegen import runtime_module
 from .diagnostics import DslTypeError
@@ -16,6 +16,7 @@ VERSION = "0.1.0"
 #: JIT's runtime module, codegen/runtime_module.py)
 OBJECT_ABI = "2"
 _compile_lock = threading.Lock()
+_first_tier: dict = {}     # symbol -> Compiled, while its final code is being generated
 
 
 @dataclass
@@ -25,6 +26,7 @@ class Compiled:
     c_address: int
     py_address: int
     key: str = ""          # the disk-cache key of its object code ("" when not cached)
+    upgrade: object = None  # first-tier code: a tiering.Upgrade to the final code (None: final)
 
 
 def prepare(fn: ir.Function) -> ir.Function:
@@ -61,16 +63,15 @@ def canonical_text(fn: ir.Function) -> str:
 
 
 def cache_key(fn: ir.Function, boundscheck: bool) -> str:
-    import llvmlite.binding as llvm
-    backend.initialise()
-    return cache.key_for(VERSION, OBJECT_ABI, backend.toolchain_version(), llvm.get_host_cpu_name(),
-                         llvm.get_host_cpu_features().flatten(), str(boundscheck), canonical_text(fn),
+    return cache.key_for(VERSION, OBJECT_ABI, backend.toolchain_version(), *backend.host_cpu(),
+                         str(boundscheck), canonical_text(fn),
                          fn.loc.filename, str(fn.loc.line), ",".join(fn.param_names),
                          ",".join(fn.result_names), str(fn.tuple_result))
 
 
 def compile_function(fn: ir.Function, boundscheck: bool = True, use_cache: bool = True) -> Compiled:
-    """JIT-compile a prepared function (looking in the disk cache first)."""
+    """JIT-compile a prepared function (looking in the disk cache first). A compile that misses
+    the cache returns first-tier code with an `upgrade` to the final code (tiering.py)."""
     key = cache_key(fn, boundscheck)
     symbol = f"dslc_{fn.name}_{key[:16]}"
     jit = backend.get_jit()
@@ -79,21 +80,35 @@ def compile_function(fn: ir.Function, boundscheck: bool = True, use_cache: bool 
         if addr:
             return Compiled(symbol, jit.signatures[symbol], addr, jit.address(symbol + "__py"),
                             key if use_cache else "")
+        first = _first_tier.get(symbol)
+        if first is not None:
+            return first
         hit = cache.load(key) if use_cache else None
         if hit is not None:
             obj, meta = hit
             runtime_module.ensure_loaded(jit, runtime_module.used_by(obj))   # what its calls resolve to
             jit.add_object(symbol, obj)
             sig = meta["signature"]
-        else:
-            module, sites = backend.build_module(fn, symbol, boundscheck, name=symbol, vector_math="host", blas=True,
-                                                    threads=True, shared_runtime=True)
-            sig = signature_of(fn, symbol, sites)
-            runtime_module.ensure_loaded(jit, runtime_module.used_by(module))
-            ref = backend.parse_and_optimise(module, jit.tm)
-            ref.name = symbol
-            obj = jit.add_llvm(ref)
-            if use_cache and obj:
-                cache.store(key, obj, {"signature": sig})
+            jit.signatures[symbol] = sig
+            return Compiled(symbol, sig, jit.address(symbol), jit.address(symbol + "__py"), key if use_cache else "")
+        module, sites = backend.build_module(fn, symbol, boundscheck, name=symbol, vector_math="host", blas=True,
+                                             threads=True, shared_runtime=True)
+        sig = signature_of(fn, symbol, sites)
         jit.signatures[symbol] = sig
-        return Compiled(symbol, sig, jit.address(symbol), jit.address(symbol + "__py"), key if use_cache else "")
+        runtime_module.ensure_loaded(jit, runtime_module.used_by(module))
+        ref = backend.parse_and_optimise(module, jit.tm)
+        ref.name = symbol
+        directory = cache.cache_dir()
+
+        def store(obj: bytes):
+            if use_cache and obj:
+                cache.store(key, obj, {"signature": sig}, directory)
+
+        if not tiering.enabled():
+            store(jit.add_llvm(ref))
+            return Compiled(symbol, sig, jit.address(symbol), jit.address(symbol + "__py"), key if use_cache else "")
+        c_address, py_address, upgrade = tiering.compile_first_tier(jit, ref, symbol, store)
+        compiled = Compiled(symbol, sig, c_address, py_address, key if use_cache else "", upgrade)
+        _first_tier[symbol] = compiled
+        upgrade.then(lambda *_: _first_tier.pop(symbol, None))
+        return compiled

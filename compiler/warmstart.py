@@ -59,7 +59,7 @@ FORMAT = 1
 #: DSLC_* variables read only at run time (or naming the cache): not part of the stamp
 _RUN_TIME_ENV = frozenset({"DSLC_CACHE_DIR", "DSLC_NUM_THREADS", "DSLC_TEST_KEEP_CACHE",
                            "DSLC_DISABLE_FAST_PATH", "DSLC_WARM_START", "DSLC_CUDA_LIBRARY",
-                           "DSLC_CUDA_DISABLE"})
+                           "DSLC_CUDA_DISABLE", "DSLC_TIERED"})
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _SOURCE_PACKAGES = ("compiler", "dsl", "runtime")
 

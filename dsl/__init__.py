@@ -16,6 +16,20 @@ from .transforms import grad, hessian, hvp, jacfwd, jacrev, jvp, value_and_grad,
 
 __all__ += ["jvp", "jacfwd", "jacrev", "hessian", "hvp", "vjp", "grad", "value_and_grad"]
 
+
+
+def finish_compiling(timeout=None) -> bool:
+    """Block until every kernel compiled so far runs its final (-O3) machine code: a compile that
+    misses the disk cache first returns quicker code and replaces it from a background thread
+    (docs/design.md, "Two tiers"). Returns False if `timeout` seconds passed first. Time a
+    kernel's steady state after this."""
+    import sys
+    tiering = sys.modules.get("compiler.tiering")     # not imported: nothing was compiled
+    return tiering.wait(timeout) if tiering is not None else True
+
+
+__all__ += ["finish_compiling"]
+
 _LAZY_SUBMODULES = ("testing", "cuda")   # dsl.testing.check_jvp; dsl.cuda: GPU helpers (SPEC section 1)
 
 

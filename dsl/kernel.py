@@ -175,8 +175,14 @@ class KernelBase:
             compiled = compile_function(fn, self.boundscheck)
         c = make_caller(Signature.from_json(compiled.signature), compiled.c_address,
                         compiled.py_address or None, target_name=self.name)
+        upgrade = getattr(compiled, "upgrade", None)
+        if upgrade is not None:             # first-tier code: switch to the final code when it is loaded
+            upgrade.then(lambda c_address, py_address: c.retarget(c_address, py_address or None))
         if getattr(compiled, "key", ""):
-            self._queue_warm(key, log, compiled.key)
+            def queue(*_):
+                self._queue_warm(key, log, compiled.key)
+            # the warm-start library is linked from the disk cache, which gets the final code
+            upgrade.then(queue) if upgrade is not None else queue()
         return c
 
     # ---- warm start (compiler/warmstart.py) ---------------------------------------------------------

@@ -321,8 +321,9 @@ def make_caller(signature: Signature | dict, c_func_address: int, py_func_addres
     NumPy struct layout check passed. target_name: the name the function (and its messages) go by,
     default `signature.name`. keepalive: anything that must outlive the function (a CDLL, a JIT engine).
 
-    The function has attributes `signature`, `fast_path` (whether `NAME__py` is used) and `source`
-    (the generated Python text).
+    The function has attributes `signature`, `fast_path` (whether `NAME__py` is used), `source`
+    (the generated Python text), `entry_address` (the entry point it calls) and
+    `retarget(c_address, py_address)`.
     """
     sig = signature if isinstance(signature, Signature) else Signature.from_json(signature)
     for what, addr in (("c_func_address", c_func_address), ("py_func_address", py_func_address)):
@@ -538,4 +539,18 @@ def make_caller(signature: Signature | dict, c_func_address: int, py_func_addres
     f.fast_path = fast
     f.source = src
     f._keepalive = (keepalive, cfunc, pool)
+    f.entry_address = py_func_address if fast else c_func_address
+
+    def retarget(c_address: int, py_address: int | None = None) -> None:
+        """Call the entry points at these addresses from now on: the same function compiled
+        again (the final tier, compiler/tiering.py); calls already running finish in the old code."""
+        addr = py_address if fast else c_address
+        if not isinstance(addr, int) or isinstance(addr, bool) or addr <= 0:
+            raise ValueError(f"retarget: a non-zero address is needed, got {addr!r}")
+        new = proto(addr)
+        f._keepalive += (new,)
+        env["_dslc_fn"] = new           # the generated code reads it on every call
+        f.entry_address = addr
+
+    f.retarget = retarget
     return f

@@ -1,6 +1,7 @@
 """LLVM module assembly, optimisation, host JIT and object emission."""
 from __future__ import annotations
 
+import re
 import threading
 
 import llvmlite
@@ -44,12 +45,24 @@ def initialise():
             _initialised = True
 
 
+_host_cpu = None
+
+
+def host_cpu() -> tuple:
+    """(name, features) of this machine's CPU, as LLVM names them (asked once per process)."""
+    global _host_cpu
+    if _host_cpu is None:
+        initialise()
+        _host_cpu = (llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten())
+    return _host_cpu
+
+
 def host_target_machine(opt: int = 3, reloc: str = "default", codemodel: str = "jitdefault"):
     initialise()
     target = llvm.Target.from_default_triple()
-    return target.create_target_machine(cpu=llvm.get_host_cpu_name(),
-                                        features=llvm.get_host_cpu_features().flatten(),
-                                        opt=opt, reloc=reloc, codemodel=codemodel)
+    name, features = host_cpu()
+    return target.create_target_machine(cpu=name, features=features, opt=opt, reloc=reloc,
+                                        codemodel=codemodel)
 
 
 def toolchain_version() -> str:
@@ -119,6 +132,8 @@ def build_module(fn: ir.Function, symbol: str, boundscheck: bool = True, py_tram
 
 
 def optimise(mod_ref, tm, level: int = 3):
+    """Run LLVM's pipeline at `level` on `mod_ref`; returns the optimised module (a new ModuleRef
+    when fast-math flags had to be dropped: `without_fast_math`)."""
     pto = llvm.create_pipeline_tuning_options(speed_level=level)
     pto.loop_vectorization = level >= 2
     pto.slp_vectorization = level >= 2
@@ -126,13 +141,32 @@ def optimise(mod_ref, tm, level: int = 3):
     pb = llvm.create_pass_builder(tm, pto)
     pm = pb.getModulePassManager()
     pm.run(mod_ref, pb)
+    return without_fast_math(mod_ref)
+
+
+# an instruction's fast-math flags, after its opcode (LLVM prints them in this position only)
+_FAST_MATH = re.compile(r"(= (?:tail |musttail |notail )?(?:fadd|fsub|fmul|fdiv|frem|fneg|fcmp|call|phi|select))"
+                        r"((?: (?:reassoc|nsz|nnan|ninf|arcp|contract|afn|fast))+)(?= )")
+
+
+def without_fast_math(ref):
+    """`ref` without fast-math flags. The kernel's reductions carry `reassoc nsz` so that the loop
+    vectoriser may split them into partial sums; once it has, the flags are dropped, so that no
+    backend pass (MachineCombiner, DAG combines) reorders arithmetic again and machine code
+    generated at any optimisation level computes the same bits (the two tiers: tiering.py)."""
+    text = str(ref)
+    if not _FAST_MATH.search(text):
+        return ref
+    new = llvm.parse_assembly(_FAST_MATH.sub(r"\1", text))
+    new.name = ref.name
+    return new
 
 
 def parse_and_optimise(module: ll.Module, tm, level: int = 3):
     ref = llvm.parse_assembly(str(module))
     ref.verify()
     if level > 0:
-        optimise(ref, tm, level)
+        ref = optimise(ref, tm, level)
     return ref
 
 

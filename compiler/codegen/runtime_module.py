@@ -82,8 +82,8 @@ def ensure_loaded(jit, symbols) -> None:
         for symbol in todo:
             if (id(jit), symbol) in _loaded:
                 continue
-            key = RUNTIME_PREFIX + cache.key_for(VERSION, backend.toolchain_version(), llvm.get_host_cpu_name(),
-                                llvm.get_host_cpu_features().flatten(), "runtime", symbol, _sources_digest())
+            key = RUNTIME_PREFIX + cache.key_for(VERSION, backend.toolchain_version(), *backend.host_cpu(),
+                                                 "runtime", symbol, _sources_digest())
             name = "dslc_" + key[:24].replace("-", "_")
             hit = cache.load(key)
             if hit is not None:

@@ -109,7 +109,7 @@ def _jit(fn, symbol, text, wrapper, sites, opt):
     ref.name = symbol
     ref.verify()
     if opt:
-        backend.optimise(ref, jit.tm, opt)
+        ref = backend.optimise(ref, jit.tm, opt)
     jit.add_llvm(ref)
     _signatures[symbol] = signature_of(fn, symbol, sites)
 

@@ -1,0 +1,145 @@
+"""Two tiers of machine code for one optimised module: the first quickly, the final one later.
+
+A cold compile spends about as long in LLVM's backend at -O3 (instruction selection, register
+allocation, scheduling) as in the O3 IR pipeline. The backend at -O0 takes a fifth of that and
+its code runs 10-30% slower on the benchmarks. So a kernel's first calls run the -O0 backend's code
+(the first tier) and a background thread generates the -O3 backend's code from the same
+optimised module, loads it and points the callers at it (`Upgrade.then`); only that final code
+goes into the disk cache.
+
+Both tiers compute the same bits: they are generated from one module, after the IR pipeline
+and without fast-math flags (codegen/llvm.py `without_fast_math`), and without `contract` flags
+no backend pass changes a floating-point result (tests/test_tiering.py compares them).
+
+DSLC_TIERED=0 compiles the final code at once (the first call waits for it).
+"""
+from __future__ import annotations
+
+import os
+import threading
+
+#: seconds the interpreter's exit may wait for final code still being generated (for the disk cache)
+EXIT_BUDGET = 5.0
+
+
+def enabled() -> bool:
+    return os.environ.get("DSLC_TIERED", "1") not in ("0", "off", "no", "false")
+
+
+class Upgrade:
+    """The final code of one compiled function, generated in the background: `then(f)` calls
+    `f(c_address, py_address)` once it is loaded (at once if it is)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._callbacks: list = []
+        self.addresses = None
+
+    def then(self, callback) -> None:
+        with self._lock:
+            if self.addresses is None:
+                self._callbacks.append(callback)
+                return
+        callback(*self.addresses)
+
+    def _finish(self, c_address: int, py_address: int) -> None:
+        with self._lock:
+            self.addresses = (c_address, py_address)
+            callbacks, self._callbacks = self._callbacks, []
+        for cb in callbacks:
+            try:
+                cb(c_address, py_address)
+            except Exception:          # a caller that went away must not stop the others
+                pass
+
+
+_quick_tm = None
+
+
+def compile_first_tier(jit, ref, symbol: str, store) -> tuple:
+    """Load `ref`'s first-tier code into `jit` and queue its final code. `ref`: an optimised
+    module defining `symbol` and `symbol + "__py"`; store(object_code): keeps the final code
+    (the disk cache). Returns (c_address, py_address, Upgrade)."""
+    global _quick_tm
+    from .codegen import llvm as backend
+    entries = (symbol, symbol + "__py")
+    _only_export(ref, entries)
+    first = {name: name.replace(symbol, symbol + ".t1", 1) for name in entries}
+    with backend._lock:
+        if _quick_tm is None:
+            _quick_tm = backend.host_target_machine(opt=0)
+    for name, renamed in first.items():
+        ref.get_function(name).name = renamed
+    jit.add_object(first[symbol], _quick_tm.emit_object(ref))
+    for name, renamed in first.items():
+        ref.get_function(renamed).name = name
+    upgrade = Upgrade()
+    _submit((jit, ref, symbol, store, upgrade))
+    return jit.address(first[symbol]), jit.address(first[symbol + "__py"]), upgrade
+
+
+def _only_export(ref, entries) -> None:
+    """Give every other definition internal linkage: both tiers' objects define them, and the JIT
+    must not see two definitions of one global symbol."""
+    for g in list(ref.functions) + list(ref.global_variables):
+        if not g.is_declaration and g.name not in entries and not g.name.startswith("llvm."):
+            g.linkage = "internal"
+
+
+def _final_tier(jit, ref, symbol, store, upgrade) -> None:
+    obj = jit.tm.emit_object(ref)
+    jit.add_object(symbol, obj)
+    store(obj)
+    upgrade._finish(jit.address(symbol), jit.address(symbol + "__py"))
+
+
+# ---- the background thread --------------------------------------------------------------------------
+_cond = threading.Condition()
+_jobs: list = []
+_busy = False
+_worker = None
+
+
+def _submit(job) -> None:
+    global _worker
+    with _cond:
+        _jobs.append(job)
+        if _worker is None:
+            # non-daemon: a short script's final code still reaches the disk cache (EXIT_BUDGET)
+            _worker = threading.Thread(target=_work, name="dslc-final-code", daemon=False)
+            _worker.start()
+
+
+def _work() -> None:
+    global _worker, _busy
+    import time
+    deadline = None
+    while True:
+        if deadline is None and not threading.main_thread().is_alive():
+            deadline = time.monotonic() + EXIT_BUDGET
+        with _cond:
+            if not _jobs or (deadline is not None and time.monotonic() > deadline):
+                _jobs.clear()
+                _worker = None
+                _busy = False
+                _cond.notify_all()
+                return
+            job = _jobs.pop(0)
+            _busy = True
+        try:
+            _final_tier(*job)
+        except Exception:              # the first tier stays in use: slower, never wrong
+            pass
+        with _cond:
+            _busy = False
+            _cond.notify_all()
+
+
+def wait(timeout: float | None = None) -> bool:
+    """Block until every queued final code is loaded (and its callers switched to it); False if
+    `timeout` seconds passed first. For benchmarks that time the steady state, and tests."""
+    with _cond:
+        return _cond.wait_for(lambda: not _jobs and not _busy, timeout)
+
+
+__all__ = ["Upgrade", "compile_first_tier", "enabled", "wait", "EXIT_BUDGET"]

@@ -1,0 +1,243 @@
+"""Two tiers of machine code (compiler/tiering.py): the first calls run the -O0 backend's code, the
+-O3 backend's code replaces it; both compute the same bits, and only the final code is cached."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+
+import numpy as np
+import pytest
+
+from compiler import cache, pipeline, tiering
+from dsl import grad, kernel
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@kernel
+def t_b1(x: f32[n]) -> f32:
+    return sum(sin(x) * exp(-x * x) + tanh(x) ** 2)
+
+
+@kernel
+def t_means(a: f64[m, n]) -> (f64[n], f64[m], f64):
+    return mean(a, axis=0), sum(exp(a) * a, axis=1), prod(a[0, :] * 0.5 + 1.0)
+
+
+@kernel
+def t_layer(X: f32[n, d], W1: f32[d, h], W2: f32[h, o], Y: f32[n, o]) -> f32:
+    return mean((tanh(X @ W1) @ W2 - Y) ** 2)
+
+
+@kernel
+def t_euler(x0: f64[d], A: f64[d, d], h: f64, tol: f64) -> (f64[d], i64):
+    x = x0
+    k = 0
+    while sum(abs(x)) > tol and k < 400:
+        x = x + h * (-x + tanh(A @ x))
+        k += 1
+    return x, k
+
+
+@kernel
+def t_euler_loss(x0: f64[d], A: f64[d, d], h: f64, tol: f64) -> f64:
+    x = x0
+    k = 0
+    while sum(abs(x)) > tol and k < 400:
+        x = x + h * (-x + tanh(A @ x))
+        k += 1
+    return sum(x * x)
+
+
+@kernel
+def t_np(x: f32[n]) -> f32:
+    return sum(sin(x) * exp(-x * x) + tanh(x) ** 2)
+
+
+def _cases():
+    r = np.random.default_rng(3)
+    f32 = np.float32
+    x = (3 * r.standard_normal(100_003)).astype(f32)
+    a = r.standard_normal((37, 129))
+    X, W1 = r.standard_normal((64, 48)).astype(f32), (r.standard_normal((48, 40)) / 7).astype(f32)
+    W2, Y = (r.standard_normal((40, 5)) / 7).astype(f32), r.standard_normal((64, 5)).astype(f32)
+    x0, A = r.standard_normal(16), r.standard_normal((16, 16)) / 4
+    return [
+        ("sum of transcendentals (f32 reduction)", t_b1, (x,)),
+        ("its gradient", grad(t_b1), (x,)),
+        ("axis reductions (f64)", t_means, (a,)),
+        ("a layer's loss gradient (products, tanh, mean)", grad(t_layer, argnums=(1, 2)), (X, W1, W2, Y)),
+        ("a while loop", t_euler, (x0, A, 0.05, 1.0)),
+        ("the while loop's gradient", grad(t_euler_loss), (x0, A, 0.05, 1.0)),
+    ]
+
+
+def _flat(out):
+    parts = out if isinstance(out, tuple) else (out,)
+    return [np.asarray(p) for p in parts]
+
+
+def _caller(k, args):
+    return k._caller(k._param_types(args))
+
+
+@pytest.fixture
+def held(monkeypatch, tmp_path):
+    """Final code is queued here instead of on the background thread; run(job) makes it."""
+    monkeypatch.setenv("DSLC_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("DSLC_WARM_START", "0")
+    monkeypatch.delenv("DSLC_TIERED", raising=False)
+    tiering.wait()
+    jobs = []
+    monkeypatch.setattr(tiering, "_submit", jobs.append)
+    return jobs
+
+
+def test_both_tiers_compute_the_same_bits(held):
+    cases = _cases()
+    first = []
+    for name, k, args in cases:
+        caller = _caller(k, args)
+        first.append((caller.entry_address, _flat(k(*args))))
+    assert len(held) == len(cases), "each compile queues its final code"
+    for job in held:
+        tiering._final_tier(*job)
+    for (name, k, args), (address, out1) in zip(cases, first):
+        caller = _caller(k, args)
+        assert caller.entry_address != address, f"{name}: still calling the first tier"
+        out2 = _flat(k(*args))
+        for a, b in zip(out1, out2):
+            assert a.dtype == b.dtype and a.shape == b.shape
+            assert a.tobytes() == b.tobytes(), f"{name}: the tiers differ"
+
+
+def test_results_match_numpy_in_both_tiers(held):
+    x = np.linspace(-3, 3, 1001).astype(np.float32)
+    want = np.sum(np.sin(x.astype(np.float64)) * np.exp(-x.astype(np.float64) ** 2)
+                  + np.tanh(x.astype(np.float64)) ** 2)
+    k = t_np
+    assert abs(float(k(x)) - want) < 1e-4 * abs(want)
+    tiering._final_tier(*held.pop())
+    assert abs(float(k(x)) - want) < 1e-4 * abs(want)
+
+
+def test_only_the_final_code_is_cached(held):
+    x = np.arange(7, dtype=np.float64)
+
+    @kernel
+    def t_cached(x: f64[n]) -> f64:
+        return sum(x * x + 3.0)
+
+    fn = t_cached.lower(x)._fn
+    compiled = pipeline.compile_function(fn)
+    assert compiled.upgrade is not None and compiled.key
+    assert pipeline.compile_function(fn) is compiled, "a second request while the final code is made"
+    assert cache.load(compiled.key) is None
+    tiering._final_tier(*held.pop())
+    obj, meta = cache.load(compiled.key)
+    assert compiled.symbol.encode() in obj and b".t1" not in obj
+    again = pipeline.compile_function(fn)
+    assert again.upgrade is None and again.c_address == compiled.upgrade.addresses[0]
+    assert float(t_cached(x)) == float(np.sum(x * x + 3.0))
+
+
+def test_calls_during_the_switch_are_right(held):
+    @kernel
+    def t_busy(x: f64[n]) -> f64[n]:
+        return exp(x) * 2.0 + x
+
+    x = np.linspace(-1, 1, 4096)
+    want = t_busy(x)
+    np.testing.assert_allclose(want, np.exp(x) * 2.0 + x, rtol=1e-14, atol=1e-15)
+    bad, stop = [], threading.Event()
+
+    def hammer():
+        while not stop.is_set():
+            if t_busy(x).tobytes() != want.tobytes():
+                bad.append(1)
+
+    threads = [threading.Thread(target=hammer) for _ in range(3)]
+    for t in threads:
+        t.start()
+    tiering._final_tier(*held.pop())
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not bad
+    assert t_busy(x).tobytes() == want.tobytes()
+
+
+def test_switched_off(monkeypatch, tmp_path):
+    monkeypatch.setenv("DSLC_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("DSLC_TIERED", "0")
+    queued = []
+    monkeypatch.setattr(tiering, "_submit", queued.append)
+
+    @kernel
+    def t_off(x: f64[n]) -> f64:
+        return sum(sqrt(x))
+
+    x = np.arange(9.0)
+    compiled = pipeline.compile_function(t_off.lower(x)._fn)
+    assert compiled.upgrade is None and not queued
+    assert cache.load(compiled.key) is not None
+    assert float(t_off(x)) == pytest.approx(np.sum(np.sqrt(x)), rel=1e-15)
+
+
+def test_a_short_script_still_caches_its_final_code(tmp_path):
+    script = tmp_path / "short.py"
+    script.write_text(textwrap.dedent('''
+        from __future__ import annotations
+        import numpy as np
+        from dsl import kernel
+        from compiler import pipeline
+
+        @kernel
+        def short(x: f32[n]) -> f32:
+            return sum(tanh(x) * x)
+
+        x = np.ones(100, np.float32)
+        fn = short.lower(x)._fn
+        c = pipeline.compile_function(fn)
+        print("tiered" if c.upgrade is not None else "final", float(short(x)))
+    '''))
+    env = dict(os.environ, DSLC_CACHE_DIR=str(tmp_path / "cache"), DSLC_WARM_START="0", PYTHONPATH=ROOT)
+    env.pop("DSLC_TIERED", None)
+    runs = [subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
+                           timeout=120) for _ in range(2)]
+    for r in runs:
+        assert r.returncode == 0, r.stderr
+    value = float(np.sum(np.tanh(np.float32(1)) * np.float32(1)) * 100)
+    assert runs[0].stdout.split()[0] == "tiered"
+    assert runs[1].stdout.split()[0] == "final", "the first process exited before caching its code"
+    for r in runs:
+        assert float(r.stdout.split()[1]) == pytest.approx(value, rel=1e-6)
+
+
+def test_the_final_module_has_no_fast_math_flags():
+    x = np.ones(64, np.float32)
+    lowered = t_b1.lower(x)
+    assert "reassoc" not in lowered.llvm()
+
+
+def test_finish_compiling_waits_for_the_final_code(monkeypatch, tmp_path):
+    import dsl
+    monkeypatch.setenv("DSLC_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("DSLC_WARM_START", "0")
+    monkeypatch.delenv("DSLC_TIERED", raising=False)
+
+    @kernel
+    def t_wait(x: f64[n]) -> f64:
+        return sum(log1p(x * x))
+
+    x = np.linspace(0, 2, 300)
+    compiled = pipeline.compile_function(t_wait.lower(x)._fn)
+    first = _caller(t_wait, (x,))
+    assert compiled.upgrade is not None
+    assert dsl.finish_compiling(timeout=60)
+    assert compiled.upgrade.addresses is not None
+    assert first.entry_address in compiled.upgrade.addresses
+    assert float(t_wait(x)) == pytest.approx(np.sum(np.log1p(x * x)), rel=1e-13)
