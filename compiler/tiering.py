@@ -73,9 +73,11 @@ def compile_first_tier(jit, ref, symbol: str, store) -> tuple:
     jit.add_object(first[symbol], _quick_tm.emit_object(ref))
     for name, renamed in first.items():
         ref.get_function(renamed).name = name
+    addresses = jit.address(first[symbol]), jit.address(first[symbol + "__py"])
     upgrade = Upgrade()
+    # after the last LLVM call here: the background thread holds llvmlite's lock while it works
     _submit((jit, ref, symbol, store, upgrade))
-    return jit.address(first[symbol]), jit.address(first[symbol + "__py"]), upgrade
+    return addresses + (upgrade,)
 
 
 def _only_export(ref, entries) -> None:
@@ -113,6 +115,12 @@ def _submit(job) -> None:
 def _work() -> None:
     global _worker, _busy
     import time
+    try:
+        # lowest priority: on a machine with few cores the program's own threads (the kernel's
+        # parallel loops, BLAS) must not wait for this one; Linux: a thread id sets one thread
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except (AttributeError, OSError):
+        pass
     deadline = None
     while True:
         if deadline is None and not threading.main_thread().is_alive():
