@@ -3,15 +3,18 @@
 A cold compile spends about as long in LLVM's backend at -O3 (instruction selection, register
 allocation, scheduling) as in the O3 IR pipeline. The backend at -O0 takes a fifth of that and
 its code runs 10-30% slower on the benchmarks. So a kernel's first calls run the -O0 backend's code
-(the first tier) and a background thread generates the -O3 backend's code from the same
+(the first tier) and a background thread has the -O3 backend's code generated from the same
 optimised module, loads it and points the callers at it (`Upgrade.then`); only that final code
-goes into the disk cache.
+goes into the disk cache. The -O3 backend runs in a child process (codegen/emit_server.py):
+llvmlite lets one thread at a time into LLVM, so on a thread of this process it would hold up
+the next compile for as long as it takes.
 
 Both tiers compute the same bits: they are generated from one module, after the IR pipeline
 and without fast-math flags (codegen/llvm.py `without_fast_math`), and without `contract` flags
 no backend pass changes a floating-point result (tests/test_tiering.py compares them).
 
-DSLC_TIERED=0 compiles the final code at once (the first call waits for it).
+DSLC_TIERED=0 compiles the final code at once (the first call waits for it); DSLC_TIERED=thread
+generates it on the background thread, without the child process.
 """
 from __future__ import annotations
 
@@ -89,10 +92,93 @@ def _only_export(ref, entries) -> None:
 
 
 def _final_tier(jit, ref, symbol, store, upgrade) -> None:
-    obj = jit.tm.emit_object(ref)
+    obj = None
+    server = _server()
+    if server is not None:
+        from .codegen import llvm as backend
+        with backend._lock:
+            text = str(ref)
+        try:
+            server.send(text)
+        except OSError:                # it was gone before it saw the module: generate it here
+            server = None
+    if server is not None:
+        obj = server.receive()         # raises OSError if it died on the module
+        if obj is None:
+            return                     # it reported an error: the first tier stays
+    else:
+        obj = jit.tm.emit_object(ref)
     jit.add_object(symbol, obj)
     store(obj)
     upgrade._finish(jit.address(symbol), jit.address(symbol + "__py"))
+
+
+class _Server:
+    """codegen/emit_server.py, running as a child of this process."""
+
+    def __init__(self, idle_exit: float | None = None):
+        import subprocess
+        import sys
+        from .codegen import llvm as backend
+        cpu, features = backend.host_cpu()
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "codegen", "emit_server.py")
+        args = [sys.executable, script, cpu, features] + ([str(idle_exit)] if idle_exit is not None else [])
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL)
+
+    def send(self, text: str) -> None:
+        """Send a module (raises OSError if the server is gone)."""
+        import struct
+        data = text.encode()
+        self.proc.stdin.write(struct.pack("<Q", len(data)) + data)
+        self.proc.stdin.flush()
+
+    def receive(self):
+        """The object code of the module sent; None if the server reported an error; raises
+        OSError if it exited."""
+        import struct
+        head = self.proc.stdout.read(8)
+        if len(head) < 8:
+            raise OSError("the final-code server exited")
+        (n,) = struct.unpack("<Q", head)
+        reply = self.proc.stdout.read(n)
+        if len(reply) < n:
+            raise OSError("the final-code server exited")
+        return reply[1:] if reply[:1] == b"o" else None
+
+    def close(self):
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=5)
+        except Exception:
+            self.proc.kill()
+
+
+_the_server = None
+_server_failures = 0
+#: after this many servers died, final code is generated on the background thread itself
+MAX_SERVER_FAILURES = 2
+
+
+def _server():
+    """The running server, started on first use; None where it cannot run (final code is then
+    generated in this process)."""
+    global _the_server, _server_failures
+    s = _the_server
+    if s is not None and s.proc.poll() is None:
+        return s
+    if s is not None:
+        _the_server = None
+        if s.proc.returncode != 0:      # 0: it exited when idle
+            _server_failures += 1
+    if _server_failures >= MAX_SERVER_FAILURES or os.environ.get("DSLC_TIERED") == "thread":
+        return None
+    try:
+        _the_server = _Server()
+    except OSError:
+        _server_failures = MAX_SERVER_FAILURES
+        return None
+    return _the_server
 
 
 # ---- the background thread --------------------------------------------------------------------------
@@ -131,16 +217,33 @@ def _work() -> None:
                 _worker = None
                 _busy = False
                 _cond.notify_all()
+                if deadline is not None and _the_server is not None:
+                    _the_server.close()          # the program has ended
                 return
             job = _jobs.pop(0)
             _busy = True
         try:
             _final_tier(*job)
+        except OSError:                # the server died: the next job starts another
+            pass
         except Exception:              # the first tier stays in use: slower, never wrong
             pass
         with _cond:
             _busy = False
             _cond.notify_all()
+
+
+def _after_fork_in_child() -> None:
+    global _cond, _worker, _busy, _the_server, _jobs
+    _cond = threading.Condition()
+    _jobs = []
+    _worker = None
+    _busy = False
+    _the_server = None                 # the parent's: its pipes are not this process's to use
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def wait(timeout: float | None = None) -> bool:

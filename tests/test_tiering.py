@@ -12,27 +12,21 @@ import numpy as np
 import pytest
 
 from compiler import cache, pipeline, tiering
-from dsl import grad, kernel
+from dsl import compile_source, grad, kernel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@kernel
+KERNELS = """
 def t_b1(x: f32[n]) -> f32:
     return sum(sin(x) * exp(-x * x) + tanh(x) ** 2)
 
-
-@kernel
 def t_means(a: f64[m, n]) -> (f64[n], f64[m], f64):
     return mean(a, axis=0), sum(exp(a) * a, axis=1), prod(a[0, :] * 0.5 + 1.0)
 
-
-@kernel
 def t_layer(X: f32[n, d], W1: f32[d, h], W2: f32[h, o], Y: f32[n, o]) -> f32:
     return mean((tanh(X @ W1) @ W2 - Y) ** 2)
 
-
-@kernel
 def t_euler(x0: f64[d], A: f64[d, d], h: f64, tol: f64) -> (f64[d], i64):
     x = x0
     k = 0
@@ -41,8 +35,6 @@ def t_euler(x0: f64[d], A: f64[d, d], h: f64, tol: f64) -> (f64[d], i64):
         k += 1
     return x, k
 
-
-@kernel
 def t_euler_loss(x0: f64[d], A: f64[d, d], h: f64, tol: f64) -> f64:
     x = x0
     k = 0
@@ -50,14 +42,18 @@ def t_euler_loss(x0: f64[d], A: f64[d, d], h: f64, tol: f64) -> f64:
         x = x + h * (-x + tanh(A @ x))
         k += 1
     return sum(x * x)
+"""
 
 
-@kernel
-def t_np(x: f32[n]) -> f32:
-    return sum(sin(x) * exp(-x * x) + tanh(x) ** 2)
+def _fresh(text):
+    """Kernels compiled for this call only: the file name is part of the compiled code's key
+    (and tests/test_*_all_kernels.py compile every module-level kernel of the test files)."""
+    import uuid
+    return compile_source(text, filename=f"<tiering {uuid.uuid4().hex}>")
 
 
 def _cases():
+    k = _fresh(KERNELS)
     r = np.random.default_rng(3)
     f32 = np.float32
     x = (3 * r.standard_normal(100_003)).astype(f32)
@@ -66,12 +62,12 @@ def _cases():
     W2, Y = (r.standard_normal((40, 5)) / 7).astype(f32), r.standard_normal((64, 5)).astype(f32)
     x0, A = r.standard_normal(16), r.standard_normal((16, 16)) / 4
     return [
-        ("sum of transcendentals (f32 reduction)", t_b1, (x,)),
-        ("its gradient", grad(t_b1), (x,)),
-        ("axis reductions (f64)", t_means, (a,)),
-        ("a layer's loss gradient (products, tanh, mean)", grad(t_layer, argnums=(1, 2)), (X, W1, W2, Y)),
-        ("a while loop", t_euler, (x0, A, 0.05, 1.0)),
-        ("the while loop's gradient", grad(t_euler_loss), (x0, A, 0.05, 1.0)),
+        ("sum of transcendentals (f32 reduction)", k["t_b1"], (x,)),
+        ("its gradient", grad(k["t_b1"]), (x,)),
+        ("axis reductions (f64)", k["t_means"], (a,)),
+        ("a layer's loss gradient (products, tanh, mean)", grad(k["t_layer"], argnums=(1, 2)), (X, W1, W2, Y)),
+        ("a while loop", k["t_euler"], (x0, A, 0.05, 1.0)),
+        ("the while loop's gradient", grad(k["t_euler_loss"]), (x0, A, 0.05, 1.0)),
     ]
 
 
@@ -84,19 +80,29 @@ def _caller(k, args):
     return k._caller(k._param_types(args))
 
 
-@pytest.fixture
-def held(monkeypatch, tmp_path):
-    """Final code is queued here instead of on the background thread; run(job) makes it."""
+def _hold(monkeypatch, tmp_path, mode):
+    """Final code is queued here instead of on the background thread (tiering._final_tier(*job)
+    makes it), by the child process (mode "server") or in this one ("thread")."""
     monkeypatch.setenv("DSLC_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("DSLC_WARM_START", "0")
-    monkeypatch.delenv("DSLC_TIERED", raising=False)
+    if mode == "thread":
+        monkeypatch.setenv("DSLC_TIERED", "thread")
+    else:
+        monkeypatch.delenv("DSLC_TIERED", raising=False)
     tiering.wait()
     jobs = []
     monkeypatch.setattr(tiering, "_submit", jobs.append)
     return jobs
 
 
-def test_both_tiers_compute_the_same_bits(held):
+@pytest.fixture
+def held(monkeypatch, tmp_path):
+    return _hold(monkeypatch, tmp_path, "server")
+
+
+@pytest.mark.parametrize("mode", ["server", "thread"])
+def test_both_tiers_compute_the_same_bits(monkeypatch, tmp_path, mode):
+    held = _hold(monkeypatch, tmp_path, mode)
     cases = _cases()
     first = []
     for name, k, args in cases:
@@ -118,7 +124,7 @@ def test_results_match_numpy_in_both_tiers(held):
     x = np.linspace(-3, 3, 1001).astype(np.float32)
     want = np.sum(np.sin(x.astype(np.float64)) * np.exp(-x.astype(np.float64) ** 2)
                   + np.tanh(x.astype(np.float64)) ** 2)
-    k = t_np
+    k = _fresh(KERNELS)["t_b1"]
     assert abs(float(k(x)) - want) < 1e-4 * abs(want)
     tiering._final_tier(*held.pop())
     assert abs(float(k(x)) - want) < 1e-4 * abs(want)
@@ -219,7 +225,7 @@ def test_a_short_script_still_caches_its_final_code(tmp_path):
 
 def test_the_final_module_has_no_fast_math_flags():
     x = np.ones(64, np.float32)
-    lowered = t_b1.lower(x)
+    lowered = _fresh(KERNELS)["t_b1"].lower(x)
     assert "reassoc" not in lowered.llvm()
 
 
@@ -241,3 +247,69 @@ def test_finish_compiling_waits_for_the_final_code(monkeypatch, tmp_path):
     assert compiled.upgrade.addresses is not None
     assert first.entry_address in compiled.upgrade.addresses
     assert float(t_wait(x)) == pytest.approx(np.sum(np.log1p(x * x)), rel=1e-13)
+
+
+def test_the_server_reports_errors_and_goes_on():
+    server = tiering._Server()
+    try:
+        server.send("this is not LLVM IR")
+        assert server.receive() is None
+        server.send('define i32 @f(i32 %x) {\n  %y = mul i32 %x, 3\n  ret i32 %y\n}\n')
+        obj = server.receive()
+        assert obj[:4] == b"\x7fELF" and b"f" in obj
+    finally:
+        server.close()
+    assert server.proc.returncode == 0
+
+
+def test_a_dead_server_is_replaced(held):
+    x = np.linspace(0.5, 2, 50)
+
+    @kernel
+    def t_dead(x: f64[n]) -> f64:
+        return sum(log(x) * x)
+
+    want = float(np.sum(np.log(x) * x))
+    assert float(t_dead(x)) == pytest.approx(want, rel=1e-14)
+    server = tiering._server()
+    server.proc.kill()
+    server.proc.wait()
+    job = held.pop()
+    tiering._final_tier(*job)                  # a new server makes it
+    assert job[-1].addresses is not None and tiering._server() is not server
+    assert float(t_dead(x)) == pytest.approx(want, rel=1e-14)
+
+
+def test_a_server_dying_on_a_module_leaves_the_first_tier(held, monkeypatch):
+    x = np.linspace(0.5, 2, 50)
+
+    @kernel
+    def t_dies(x: f64[n]) -> f64:
+        return sum(sqrt(x) + x)
+
+    want = float(np.sum(np.sqrt(x) + x))
+    assert float(t_dies(x)) == pytest.approx(want, rel=1e-14)
+
+    class Dying:
+        def send(self, text):
+            pass
+
+        def receive(self):
+            raise OSError("the final-code server exited")
+
+    monkeypatch.setattr(tiering, "_server", lambda: Dying())
+    job = held.pop()
+    with pytest.raises(OSError):
+        tiering._final_tier(*job)
+    assert job[-1].addresses is None
+    assert float(t_dies(x)) == pytest.approx(want, rel=1e-14)
+
+
+def test_an_idle_server_exits_and_is_not_counted_as_failed(monkeypatch):
+    server = tiering._Server(idle_exit=0.2)
+    assert server.proc.wait(timeout=60) == 0
+    failures = tiering._server_failures
+    monkeypatch.setattr(tiering, "_the_server", server)
+    fresh = tiering._server()
+    assert fresh is not server and fresh.proc.poll() is None
+    assert tiering._server_failures == failures
