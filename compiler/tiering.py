@@ -78,7 +78,8 @@ def compile_first_tier(jit, ref, symbol: str, store) -> tuple:
         ref.get_function(renamed).name = name
     addresses = jit.address(first[symbol]), jit.address(first[symbol + "__py"])
     upgrade = Upgrade()
-    # after the last LLVM call here: the background thread holds llvmlite's lock while it works
+    # after the last LLVM call here: without the server, the background thread holds llvmlite's
+    # lock while it works
     _submit((jit, ref, symbol, store, upgrade))
     return addresses + (upgrade,)
 
@@ -135,8 +136,14 @@ class _Server:
 
     def receive(self):
         """The object code of the module sent; None if the server reported an error; raises
-        OSError if it exited."""
+        OSError if it exited, or once the program has ended and EXIT_BUDGET is spent (a server
+        starved of CPU by other processes must not hold the interpreter's exit)."""
+        import select
         import struct
+        while not select.select([self.proc.stdout], [], [], 0.1)[0]:
+            if _past_exit_budget():
+                self.proc.kill()
+                raise OSError("the program has ended: final code abandoned")
         head = self.proc.stdout.read(8)
         if len(head) < 8:
             raise OSError("the final-code server exited")
@@ -188,6 +195,20 @@ _busy = False
 _worker = None
 
 
+_main_ended_at = None
+
+
+def _past_exit_budget() -> bool:
+    """Whether the program's main thread ended more than EXIT_BUDGET seconds ago."""
+    global _main_ended_at
+    if threading.main_thread().is_alive():
+        return False
+    import time
+    if _main_ended_at is None:
+        _main_ended_at = time.monotonic()
+    return time.monotonic() - _main_ended_at > EXIT_BUDGET
+
+
 def _submit(job) -> None:
     global _worker
     with _cond:
@@ -200,25 +221,25 @@ def _submit(job) -> None:
 
 def _work() -> None:
     global _worker, _busy
-    import time
     try:
         # lowest priority: on a machine with few cores the program's own threads (the kernel's
         # parallel loops, BLAS) must not wait for this one; Linux: a thread id sets one thread
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
     except (AttributeError, OSError):
         pass
-    deadline = None
     while True:
-        if deadline is None and not threading.main_thread().is_alive():
-            deadline = time.monotonic() + EXIT_BUDGET
+        past = _past_exit_budget()
         with _cond:
-            if not _jobs or (deadline is not None and time.monotonic() > deadline):
+            if not _jobs or past:
                 _jobs.clear()
                 _worker = None
                 _busy = False
                 _cond.notify_all()
-                if deadline is not None and _the_server is not None:
-                    _the_server.close()          # the program has ended
+                if _main_ended_at is not None and _the_server is not None:   # the program has ended
+                    if past:
+                        _the_server.proc.kill()
+                    else:
+                        _the_server.close()
                 return
             job = _jobs.pop(0)
             _busy = True

@@ -313,3 +313,31 @@ def test_an_idle_server_exits_and_is_not_counted_as_failed(monkeypatch):
     fresh = tiering._server()
     assert fresh is not server and fresh.proc.poll() is None
     assert tiering._server_failures == failures
+
+
+def test_a_stalled_server_does_not_hold_the_exit(tmp_path):
+    script = tmp_path / "stalled.py"
+    script.write_text(textwrap.dedent('''
+        from __future__ import annotations
+        import os, signal
+        import numpy as np
+        from dsl import kernel
+        from compiler import tiering
+
+        tiering.EXIT_BUDGET = 0.5
+        server = tiering._server()
+        os.kill(server.proc.pid, signal.SIGSTOP)      # starved: it never answers
+
+        @kernel
+        def stalled(x: f64[n]) -> f64:
+            return sum(x * 2.0)
+
+        print(float(stalled(np.ones(10))))
+    '''))
+    env = dict(os.environ, DSLC_CACHE_DIR=str(tmp_path / "cache"), DSLC_WARM_START="0", PYTHONPATH=ROOT)
+    env.pop("DSLC_TIERED", None)
+    r = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["20.0"]
+    kernels = [p for p in (tmp_path / "cache").glob("*.dslc") if not p.name.startswith("runtime-")]
+    assert not kernels, "no final code, so nothing cached"
