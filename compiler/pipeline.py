@@ -75,11 +75,16 @@ def compile_function(fn: ir.Function, boundscheck: bool = True, use_cache: bool 
     key = cache_key(fn, boundscheck)
     symbol = f"dslc_{fn.name}_{key[:16]}"
     jit = backend.get_jit()
+    cached = key if use_cache else ""
+
+    def loaded(sig) -> Compiled:
+        """The final code, loaded under `symbol`."""
+        jit.signatures[symbol] = sig
+        return Compiled(symbol, sig, jit.address(symbol), jit.address(symbol + "__py"), cached)
+
     with _compile_lock:
-        addr = jit.address(symbol)
-        if addr:
-            return Compiled(symbol, jit.signatures[symbol], addr, jit.address(symbol + "__py"),
-                            key if use_cache else "")
+        if jit.address(symbol):
+            return loaded(jit.signatures[symbol])
         first = _first_tier.get(symbol)
         if first is not None:
             return first
@@ -88,9 +93,7 @@ def compile_function(fn: ir.Function, boundscheck: bool = True, use_cache: bool 
             obj, meta = hit
             runtime_module.ensure_loaded(jit, runtime_module.used_by(obj))   # what its calls resolve to
             jit.add_object(symbol, obj)
-            sig = meta["signature"]
-            jit.signatures[symbol] = sig
-            return Compiled(symbol, sig, jit.address(symbol), jit.address(symbol + "__py"), key if use_cache else "")
+            return loaded(meta["signature"])
         module, sites = backend.build_module(fn, symbol, boundscheck, name=symbol, vector_math="host", blas=True,
                                              threads=True, shared_runtime=True)
         sig = signature_of(fn, symbol, sites)
@@ -106,9 +109,9 @@ def compile_function(fn: ir.Function, boundscheck: bool = True, use_cache: bool 
 
         if not tiering.enabled():
             store(jit.add_llvm(ref))
-            return Compiled(symbol, sig, jit.address(symbol), jit.address(symbol + "__py"), key if use_cache else "")
+            return loaded(sig)
         c_address, py_address, upgrade = tiering.compile_first_tier(jit, ref, symbol, store)
-        compiled = Compiled(symbol, sig, c_address, py_address, key if use_cache else "", upgrade)
+        compiled = Compiled(symbol, sig, c_address, py_address, cached, upgrade)
         _first_tier[symbol] = compiled
         upgrade.then(lambda *_: _first_tier.pop(symbol, None))
         return compiled
