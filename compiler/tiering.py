@@ -221,12 +221,8 @@ def _submit(job) -> None:
 
 def _work() -> None:
     global _worker, _busy
-    try:
-        # lowest priority: on a machine with few cores the program's own threads (the kernel's
-        # parallel loops, BLAS) must not wait for this one; Linux: a thread id sets one thread
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-    except (AttributeError, OSError):
-        pass
+    from .background import lower_this_thread
+    lower_this_thread()                # and the server it starts
     while True:
         past = _past_exit_budget()
         with _cond:

@@ -340,6 +340,8 @@ def wait():
 def _work():
     global _worker
     import time
+    from .background import lower_this_thread
+    lower_this_thread()                # and the compiler and linker it runs
     deadline = None
     while True:
         if deadline is None and not threading.main_thread().is_alive():
@@ -418,7 +420,6 @@ def _library_ok(record: dict, directory: str | None) -> bool:
 
 
 def _link(cc: str, obj: bytes, blas: bool, directory: str, runtime=()) -> bytes | None:
-    import shutil
     import subprocess
     import tempfile
     with tempfile.TemporaryDirectory(prefix="dslc-warm-") as tmp:
@@ -438,9 +439,6 @@ def _link(cc: str, obj: bytes, blas: bool, directory: str, runtime=()) -> bytes 
             cmd += ["-O2", "-fPIC", c]
         # the JIT's objects are not position-independent: let the loader relocate the text
         cmd += ["-Wl,-z,notext"] + (["-lmvec"] if b"_ZGV" in obj else []) + ["-lm", "-lpthread"]
-        nice = shutil.which("nice")
-        if nice:                        # never compete with the program (or its next compile) for a core
-            cmd = [nice, "-n", "19"] + cmd
         try:
             r = subprocess.run(cmd, capture_output=True, timeout=120)
         except (OSError, subprocess.SubprocessError):

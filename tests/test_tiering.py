@@ -341,3 +341,28 @@ def test_a_stalled_server_does_not_hold_the_exit(tmp_path):
     assert r.stdout.split() == ["20.0"]
     kernels = [p for p in (tmp_path / "cache").glob("*.dslc") if not p.name.startswith("runtime-")]
     assert not kernels, "no final code, so nothing cached"
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="a Linux scheduling policy")
+def test_background_work_runs_only_when_a_cpu_is_idle(monkeypatch):
+    """Final code and warm-start links must not take a CPU from the program's own threads
+    (compiler/background.py): their threads and the server are SCHED_IDLE."""
+    from compiler import warmstart
+    seen = []
+    monkeypatch.setattr(tiering, "_final_tier", lambda *job: seen.append(("final", os.sched_getscheduler(0))))
+    tiering._submit(("a job",))
+    assert tiering.wait(60)
+    monkeypatch.setattr(warmstart, "_build", lambda *job: seen.append(("link", os.sched_getscheduler(0))))
+    monkeypatch.setattr(warmstart, "_jobs", [("a job",)])
+    worker = threading.Thread(target=warmstart._work)
+    worker.start()
+    worker.join(60)
+    assert seen == [("final", os.SCHED_IDLE), ("link", os.SCHED_IDLE)]
+    assert os.sched_getscheduler(0) != os.SCHED_IDLE          # the caller's thread is untouched
+    server = tiering._Server()
+    try:
+        server.send('define i32 @f(i32 %x) {\n  ret i32 %x\n}\n')
+        assert server.receive()[:4] == b"\x7fELF"
+        assert os.sched_getscheduler(server.proc.pid) == os.SCHED_IDLE
+    finally:
+        server.close()

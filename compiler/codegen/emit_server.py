@@ -20,7 +20,10 @@ IDLE_EXIT = 60.0
 
 def main() -> int:
     try:
-        os.setpriority(os.PRIO_PROCESS, 0, 19)   # beside the program's own threads, never before them
+        # beside the program's own threads, never before them (compiler/background.py says why
+        # nice alone is not enough); inherited from the thread that starts it, set again here
+        os.setpriority(os.PRIO_PROCESS, 0, 19)
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     except (AttributeError, OSError):
         pass
     import llvmlite.binding as llvm
