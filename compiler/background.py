@@ -1,11 +1,15 @@
-"""Priority of dslc's own background work (final code: tiering.py; warm-start links: warmstart.py).
+"""Priority of dslc's own background work (final code: tiering.py; warm-start links: warmstart.py):
+nice 19, so that it takes a CPU from the program's own threads as little as the scheduler allows.
+Child processes started from a thread inherit its nice value, so the server, compiler and linker
+it runs are nice 19 too.
 
-Such work must never take a CPU from the program. nice 19 is not enough on the 2-vCPU VMs this
-project is measured on: beside a nice-19 process, a kernel whose matrix products run on
-OpenBLAS's threads sometimes took 60 ms instead of 6 (OpenBLAS's threads wait for each other by
-yielding, and a nice-19 task still gets its turn); beside a SCHED_IDLE one, never. Child
-processes started from a thread inherit its policy, so the compiler and linker it runs are idle
-too.
+Not SCHED_IDLE, although it would serve the program better: beside a nice-19 compile, a kernel
+whose matrix products run on OpenBLAS's threads took 60-75 ms instead of 6-10 in half of the cold
+runs on the 2-vCPU VMs (each wake-up of a thread waits for the nice-19 task's slice), beside a
+SCHED_IDLE one never (7-30 ms, as with nothing beside it). But an unprivileged process cannot
+leave SCHED_IDLE, and on a machine kept busy by other processes a SCHED_IDLE task gets no CPU at
+all: `dsl.finish_compiling()` would wait without end and a short script's final code would never
+reach the disk cache (seen in the test suite, beside its own nice-10 PTX check).
 """
 from __future__ import annotations
 
@@ -14,14 +18,8 @@ import threading
 
 
 def lower_this_thread() -> None:
-    """Run the calling thread (and the processes it starts) only when a CPU is otherwise idle:
-    SCHED_IDLE where Linux has it, and nice 19 in any case."""
-    tid = threading.get_native_id()
+    """Run the calling thread, and the processes it starts, at nice 19."""
     try:
-        os.setpriority(os.PRIO_PROCESS, tid, 19)       # Linux: a thread id sets one thread
-    except (AttributeError, OSError):
-        pass
-    try:
-        os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)   # Linux: one thread
     except (AttributeError, OSError):
         pass

@@ -127,10 +127,11 @@ class _Server:
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL)
 
-    def send(self, text: str) -> None:
-        """Send a module (raises OSError if the server is gone)."""
+    def send(self, text: str, optimise: bool = False) -> None:
+        """Send a module, to be optimised first if `optimise` (raises OSError if the server is
+        gone)."""
         import struct
-        data = text.encode()
+        data = (b"O" if optimise else b"e") + text.encode()
         self.proc.stdin.write(struct.pack("<Q", len(data)) + data)
         self.proc.stdin.flush()
 
@@ -190,7 +191,8 @@ def _server():
 
 # ---- the background thread --------------------------------------------------------------------------
 _cond = threading.Condition()
-_jobs: list = []
+_jobs: list = []                       # final code
+_later: list = []                      # compile_in_background's, after any final code
 _busy = False
 _worker = None
 
@@ -210,9 +212,29 @@ def _past_exit_budget() -> bool:
 
 
 def _submit(job) -> None:
+    """Queue a function's final code: job = _final_tier's arguments."""
+    import functools
+    _enqueue(functools.partial(_final_tier, *job))
+
+
+def compile_in_background(make_ir, done) -> None:
+    """On the background thread, when no final code is waiting: have the server optimise and
+    compile the module make_ir() returns (LLVM IR text) and call done(object_code). Nothing
+    happens where no server can run: this is for work only worth doing beside the program."""
+    def job():
+        server = _server()
+        if server is not None:
+            server.send(make_ir(), optimise=True)
+            obj = server.receive()
+            if obj is not None:
+                done(obj)
+    _enqueue(job, later=True)
+
+
+def _enqueue(job, later: bool = False) -> None:
     global _worker
     with _cond:
-        _jobs.append(job)
+        (_later if later else _jobs).append(job)
         if _worker is None:
             # non-daemon: a short script's final code still reaches the disk cache (EXIT_BUDGET)
             _worker = threading.Thread(target=_work, name="dslc-final-code", daemon=False)
@@ -226,8 +248,11 @@ def _work() -> None:
     while True:
         past = _past_exit_budget()
         with _cond:
-            if not _jobs or past:
+            if not threading.main_thread().is_alive():
+                _later.clear()         # the program has ended: only its final code is awaited
+            if not (_jobs or _later) or past:
                 _jobs.clear()
+                _later.clear()
                 _worker = None
                 _busy = False
                 _cond.notify_all()
@@ -237,10 +262,10 @@ def _work() -> None:
                     else:
                         _the_server.close()
                 return
-            job = _jobs.pop(0)
+            job = (_jobs or _later).pop(0)
             _busy = True
         try:
-            _final_tier(*job)
+            job()
         except OSError:                # the server died: the next job starts another
             pass
         except Exception:              # the first tier stays in use: slower, never wrong
@@ -251,9 +276,10 @@ def _work() -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _cond, _worker, _busy, _the_server, _jobs
+    global _cond, _worker, _busy, _the_server, _jobs, _later
     _cond = threading.Condition()
     _jobs = []
+    _later = []
     _worker = None
     _busy = False
     _the_server = None                 # the parent's: its pipes are not this process's to use
@@ -267,7 +293,7 @@ def wait(timeout: float | None = None) -> bool:
     """Block until every queued final code is loaded (and its callers switched to it); False if
     `timeout` seconds passed first. For benchmarks that time the steady state, and tests."""
     with _cond:
-        return _cond.wait_for(lambda: not _jobs and not _busy, timeout)
+        return _cond.wait_for(lambda: not _jobs and not _later and not _busy, timeout)
 
 
-__all__ = ["Upgrade", "compile_first_tier", "enabled", "wait", "EXIT_BUDGET"]
+__all__ = ["Upgrade", "compile_first_tier", "compile_in_background", "enabled", "wait", "EXIT_BUDGET"]

@@ -105,10 +105,12 @@ def test_pieces_are_cached_once_and_reused_by_the_next_process(tmp_path):
     prog.write_text(PROG)
     _run(prog, cache, DSLC_WARM_START="0")
     pieces = sorted(glob.glob(str(cache / (runtime_module.RUNTIME_PREFIX + "*.dslc"))))
-    assert len(pieces) == 2, pieces                # the thread runtime, the f32 loops with B as stored
+    used = ("dslc.par.run", "dslc.rt.gemm.f32.n")   # the thread runtime, the f32 loops with B as stored
+    for symbol in used:                            # (others may be there too: runtime_module.prefetch)
+        assert str(cache / (runtime_module._key(symbol) + ".dslc")) in pieces, (symbol, pieces)
     stamps = [os.path.getmtime(p) for p in pieces]
     _run(prog, cache, DSLC_WARM_START="0")
-    assert sorted(glob.glob(str(cache / (runtime_module.RUNTIME_PREFIX + "*.dslc")))) == pieces
+    assert set(pieces) <= set(glob.glob(str(cache / (runtime_module.RUNTIME_PREFIX + "*.dslc"))))
     assert [os.path.getmtime(p) for p in pieces] == stamps     # loaded, not rebuilt
 
 

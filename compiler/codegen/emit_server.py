@@ -2,12 +2,13 @@
 
 llvmlite lets one thread at a time into LLVM, so final code generated on a thread of the
 compiling process (compiler/tiering.py) would hold up that process's next compile for as long;
-a process of its own runs beside it. Run as a script (it imports llvmlite only):
+a process of its own runs beside it. Run as a script (it imports llvmlite and its sibling ir_pipeline.py only):
 
     python emit_server.py CPU FEATURES [IDLE_SECONDS]
 
-Requests on stdin, replies on stdout, each an 8-byte little-endian length and that many bytes;
-a reply starts with b"o" (object code follows) or b"e" (an error message follows). It exits at
+Requests on stdin, replies on stdout, each an 8-byte little-endian length and that many bytes.
+A request starts with b"e" (emit the module as it is) or b"O" (run dslc's O3 IR pipeline first,
+ir_pipeline.py); a reply starts with b"o" (object code follows) or b"e" (an error message follows). It exits at
 the end of its input or after IDLE_SECONDS (default IDLE_EXIT) without a request, with status 0.
 """
 import os
@@ -20,10 +21,9 @@ IDLE_EXIT = 60.0
 
 def main() -> int:
     try:
-        # beside the program's own threads, never before them (compiler/background.py says why
-        # nice alone is not enough); inherited from the thread that starts it, set again here
+        # beside the program's own threads, never before them (compiler/background.py); inherited
+        # from the thread that starts it, set again here
         os.setpriority(os.PRIO_PROCESS, 0, 19)
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     except (AttributeError, OSError):
         pass
     import llvmlite.binding as llvm
@@ -51,7 +51,12 @@ def main() -> int:
         if len(text) < n:
             return 0
         try:
-            reply = b"o" + tm.emit_object(llvm.parse_assembly(text.decode()))
+            ref = llvm.parse_assembly(text[1:].decode())
+            if text[:1] == b"O":
+                from ir_pipeline import optimise     # this script's sibling
+                ref.verify()
+                ref = optimise(ref, tm)
+            reply = b"o" + tm.emit_object(ref)
         except Exception as e:               # noqa: BLE001 - reported to the parent
             reply = b"e" + f"{type(e).__name__}: {e}".encode()
         out.write(struct.pack("<Q", len(reply)) + reply)

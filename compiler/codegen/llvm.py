@@ -12,6 +12,7 @@ from .. import ir
 from . import blas as _blas
 from . import vmath
 from .function import I8, I32, I64, LLTYPE, MEMTYPE, PTR, generate
+from .ir_pipeline import optimise, without_fast_math  # noqa: F401 - part of this module's API
 
 _lock = threading.RLock()
 
@@ -129,37 +130,6 @@ def build_module(fn: ir.Function, symbol: str, boundscheck: bool = True, py_tram
     if py_trampoline:
         add_py_trampoline(module, fn, cg.llfn, symbol + "__py")
     return module, cg.sites
-
-
-def optimise(mod_ref, tm, level: int = 3):
-    """Run LLVM's pipeline at `level` on `mod_ref`; returns the optimised module (a new ModuleRef
-    when fast-math flags had to be dropped: `without_fast_math`)."""
-    pto = llvm.create_pipeline_tuning_options(speed_level=level)
-    pto.loop_vectorization = level >= 2
-    pto.slp_vectorization = level >= 2
-    pto.loop_unrolling = level >= 2
-    pb = llvm.create_pass_builder(tm, pto)
-    pm = pb.getModulePassManager()
-    pm.run(mod_ref, pb)
-    return without_fast_math(mod_ref)
-
-
-# an instruction's fast-math flags, after its opcode (LLVM prints them in this position only)
-_FAST_MATH = re.compile(r"(= (?:tail |musttail |notail )?(?:fadd|fsub|fmul|fdiv|frem|fneg|fcmp|call|phi|select))"
-                        r"((?: (?:reassoc|nsz|nnan|ninf|arcp|contract|afn|fast))+)(?= )")
-
-
-def without_fast_math(ref):
-    """`ref` without fast-math flags. The kernel's reductions carry `reassoc nsz` so that the loop
-    vectoriser may split them into partial sums; once it has, the flags are dropped, so that no
-    backend pass (MachineCombiner, DAG combines) reorders arithmetic again and machine code
-    generated at any optimisation level computes the same bits (the two tiers: tiering.py)."""
-    text = str(ref)
-    if not _FAST_MATH.search(text):
-        return ref
-    new = llvm.parse_assembly(_FAST_MATH.sub(r"\1", text))
-    new.name = ref.name
-    return new
 
 
 def parse_and_optimise(module: ll.Module, tm, level: int = 3):

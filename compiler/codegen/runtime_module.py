@@ -69,21 +69,31 @@ def used_by(code) -> list:
     return [s for s in PIECES if s in code.globals]
 
 
+def _key(symbol: str) -> str:
+    """The piece's disk-cache key."""
+    from .. import cache
+    from ..pipeline import VERSION
+    from . import llvm as backend
+    return RUNTIME_PREFIX + cache.key_for(VERSION, backend.toolchain_version(), *backend.host_cpu(),
+                                          "runtime", symbol, _sources_digest())
+
+
 def ensure_loaded(jit, symbols) -> None:
-    """Put the pieces `symbols` in `jit` (each once): from the disk cache, else compiled."""
+    """Put the pieces `symbols` in `jit` (each once): from the disk cache, else compiled. The
+    first call also has the pieces missing from the disk cache compiled in the background
+    (`prefetch`)."""
+    prefetch(exclude=symbols)
     todo = [s for s in symbols if (id(jit), s) not in _loaded]
     if not todo:
         return
     import llvmlite.binding as llvm
     from .. import cache
-    from ..pipeline import VERSION
     from . import llvm as backend
     with _lock:
         for symbol in todo:
             if (id(jit), symbol) in _loaded:
                 continue
-            key = RUNTIME_PREFIX + cache.key_for(VERSION, backend.toolchain_version(), *backend.host_cpu(),
-                                                 "runtime", symbol, _sources_digest())
+            key = _key(symbol)
             name = "dslc_" + key[:24].replace("-", "_")
             hit = cache.load(key)
             if hit is not None:
@@ -99,6 +109,32 @@ def ensure_loaded(jit, symbols) -> None:
             _loaded.add((id(jit), symbol))
 
 
+_prefetched = False
+
+
+def prefetch(exclude=()) -> None:
+    """Once per process: queue the pieces missing from the disk cache (but those in `exclude`,
+    compiled now) to be compiled beside the program (tiering.compile_in_background) and stored
+    there, so that the kernel that first needs one loads it from the disk cache (B4's gradient
+    needs two matrix-product pieces, ~40 ms each). One needed before it is ready is compiled here
+    as usual."""
+    global _prefetched
+    if _prefetched:
+        return
+    _prefetched = True
+    from .. import cache, tiering
+    if not tiering.enabled():
+        return
+    import llvmlite.binding as llvm
+    directory, triple = cache.cache_dir(), llvm.get_process_triple()
+    for symbol in PIECES:
+        key = _key(symbol)
+        if symbol not in exclude and cache.load(key, directory) is None:
+            tiering.compile_in_background(
+                lambda symbol=symbol: build(symbol, triple),
+                lambda obj, key=key, symbol=symbol: cache.store(key, obj, {"runtime": symbol}, directory))
+
+
 def object_code(symbols) -> list | None:
     """The object code of the pieces `symbols` (loaded in this process), for linking a warm-start
     library; None when one is missing."""
@@ -106,4 +142,4 @@ def object_code(symbols) -> list | None:
     return None if any(not o for o in objs) else objs
 
 
-__all__ = ["PIECES", "build", "used_by", "ensure_loaded", "object_code"]
+__all__ = ["PIECES", "build", "used_by", "ensure_loaded", "prefetch", "object_code"]
