@@ -2,14 +2,16 @@
 
 llvmlite lets one thread at a time into LLVM, so final code generated on a thread of the
 compiling process (compiler/tiering.py) would hold up that process's next compile for as long;
-a process of its own runs beside it. Run as a script (it imports llvmlite and its sibling ir_pipeline.py only):
+a process of its own runs beside it. Run as a script (it imports llvmlite and its sibling
+ir_pipeline.py only):
 
     python emit_server.py CPU FEATURES [IDLE_SECONDS]
 
 Requests on stdin, replies on stdout, each an 8-byte little-endian length and that many bytes.
 A request starts with b"e" (emit the module as it is) or b"O" (run dslc's O3 IR pipeline first,
-ir_pipeline.py); a reply starts with b"o" (object code follows) or b"e" (an error message follows). It exits at
-the end of its input or after IDLE_SECONDS (default IDLE_EXIT) without a request, with status 0.
+ir_pipeline.py); a reply starts with b"o" (object code follows) or b"e" (an error message
+follows). It exits at the end of its input or after IDLE_SECONDS (default IDLE_EXIT) without a
+request, with status 0.
 """
 import os
 import struct
