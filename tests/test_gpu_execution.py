@@ -9,12 +9,14 @@ import ctypes
 import numpy as np
 import pytest
 
+from compiler.codegen import nvptx
 from dsl import cuda, grad, kernel
 
 pytestmark = pytest.mark.skipif(not cuda.is_available(), reason="no CUDA GPU")
 
-# sizes around the thresholds: below GRAIN runs in thread 0, unrolled groups of 4 rows, tails
-SIZES = [1, 7, 8191, 8192, 8193, 65537, 1_000_003]
+# sizes around the thresholds: below 2 * GRAIN runs in thread 0, unrolled groups of 4 rows, tails
+_G2 = 2 * nvptx.GRAIN
+SIZES = [1, 7, _G2 - 1, _G2, _G2 + 1, _G2 + 9, 8193, 65537, 1_000_003]
 
 
 @kernel
@@ -63,6 +65,19 @@ def test_maps_and_reductions_across_the_grid(n):
     np.testing.assert_allclose(s, np.sum(x * x), rtol=1e-12)
     assert mx == np.max(x) and mn == pytest.approx(np.min(np.exp(x)), rel=1e-15)
     np.testing.assert_allclose(y.get(), np.sqrt(np.abs(x)) + 1.0, rtol=1e-15)
+
+
+@kernel
+def squares32(x: f32[n]) -> f32:
+    return sum(x * x)
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_float32_sums_are_accurate_across_the_grid(n):
+    # a group of rows is summed in float32 before it joins the float64 total (nvptx.accumulate)
+    x = np.random.default_rng(n).standard_normal(n).astype(np.float32)
+    want = np.sum((x * x).astype(np.float64))
+    assert squares32(cuda.to_device(x)) == pytest.approx(want, rel=1e-6)
 
 
 @pytest.mark.parametrize("shape", [(3, 5), (5000, 3), (3, 70000), (700, 900)])

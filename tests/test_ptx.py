@@ -63,6 +63,26 @@ def test_ptx_assembles(case, tmp_path):
     _assemble(ptx, tmp_path)
 
 
+def test_a_float32_sum_converts_each_group_of_rows_once():
+    # the unrolled group of a 1-D job sums its float32 terms first and widens the group's sum
+    # (before: one float32 -> float64 conversion, a slow instruction, per element)
+    from compiler.codegen import nvptx
+    ptx = b1.lower(np.zeros(5, np.float32)).ptx()
+    assert 1 <= ptx.count("cvt.f64.f32") < nvptx.UNROLL
+
+
+@kernel
+def affine200(x: f32[200]) -> f32[200]:
+    return x * 2.0 + 1.0
+
+
+def test_a_loop_nest_of_a_few_hundred_elements_is_a_job_of_the_whole_grid():
+    # one GPU thread alone is slow (~0.02-0.3 us per element): from 2 * nvptx.GRAIN elements up,
+    # a nest is spread over the grid, even when its extent is known at compile time
+    ptx = affine200.lower(np.zeros(200, np.float32)).ptx()
+    assert "grid_sync" in ptx and "_chunk" in ptx
+
+
 def test_derived_kernel_names_do_not_reach_llvm():
     # 'grad(b1)' is not a valid symbol; it is sanitised, and .asm() (host) works too
     assert "grad_b1" in grad(b1).lower(np.ones(3, np.float32)).asm()

@@ -330,6 +330,11 @@ class FunctionCodegen:
         t = ir.Type(dtype)
         return lambda a, c: scalar(self, [a, c], [t, t], t, None)
 
+    def accumulate(self, slot, v, dt: str, adt: str, fold):
+        """slot = fold(slot, v), v widened from dt to the accumulator's dtype adt: one element of
+        a reduction's running total (a target may sum a group of elements narrow first)."""
+        self.b.store(fold(self.b.load(slot), self.convert(v, dt, adt)), slot)
+
     # ---- errors --------------------------------------------------------------------------
     def check(self, ok, kind: str, message: str, loc, d1=None, d2=None):
         """Branch to the error exit with a new site id when `ok` (i1) is false."""

@@ -156,7 +156,7 @@ def _full_reductions_cg(cg, ops):
 
     def body(idx, slots):
         for (op, _, fold, dt, adt), acc in zip(accs, slots):
-            cg.b.store(fold(cg.b.load(acc), cg.convert(cg.elem(op.operands[0], idx), dt, adt)), acc)
+            cg.accumulate(acc, cg.elem(op.operands[0], idx), dt, adt, fold)
     totals = cg.parallel_loop(xdims, body, [(adt, init, fold) for _, init, fold, _, adt in accs],
                               reads=[op.operands[0] for op in ops], flat=True)
     for (op, _, _, dt, adt), total in zip(accs, totals):
