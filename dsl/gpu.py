@@ -121,6 +121,30 @@ def _heap_bytes(device: int) -> int:
 class _Entry:
     def __init__(self, signature, function, module):
         self.signature, self.function, self.module = signature, function, module
+        self.local = threading.local()          # this thread's argument buffer (_arg_buffer)
+
+
+_CTYPE = {"f32": ctypes.c_float, "f64": ctypes.c_double, "i32": ctypes.c_int32,
+          "i64": ctypes.c_int64, "bool": ctypes.c_uint8}
+
+
+def _arg_buffer(entry: _Entry):
+    """This thread's `kernelParams` for `entry`: one ctypes value per kernel parameter (array
+    parameters: the pointer, then an int64 per extent; outputs likewise; then the status and error
+    pointers) and the void*[] of their addresses, made once and filled in place by each call (the
+    driver copies the values at launch). Per thread: two threads may launch one kernel at once."""
+    buf = getattr(entry.local, "buf", None)
+    if buf is None:
+        sig, vals = entry.signature, []
+        for p in sig.params:
+            vals.append(ctypes.c_void_p() if p.dims else _CTYPE[p.dtype]())
+            vals += [ctypes.c_int64() for _ in p.dims]
+        for o in sig.outputs:               # a scalar result: a pointer into the scratch words
+            vals.append(ctypes.c_void_p())
+            vals += [ctypes.c_int64() for _ in o.dims]
+        vals += [ctypes.c_void_p(), ctypes.c_void_p()]
+        buf = entry.local.buf = (vals, (ctypes.c_void_p * len(vals))(*[ctypes.addressof(v) for v in vals]))
+    return buf
 
 
 def _compiled(kernel, ptypes) -> _Entry:
@@ -144,14 +168,16 @@ def _launch(kernel, entry: _Entry, args):
     sig = entry.signature
     if len(args) != len(sig.params):
         raise TypeError(f"{kernel.name}() takes {len(sig.params)} argument(s), got {len(args)}")
-    dims, scalars, packed = {}, {}, []
+    vals, params = _arg_buffer(entry)
+    dims, scalars, k = {}, {}, 0
     for p, a in zip(sig.params, args):
         if not p.dims:
             if isinstance(a, cuda.DeviceArray):
                 raise TypeError(f"parameter '{p.name}': expected a scalar {p.dtype}, got a device array")
             val = numpy_dtype(p.dtype).type(a)
             scalars[p.name] = int(val) if p.dtype in ("i32", "i64") else val
-            packed.append(val)
+            vals[k].value = val.item()
+            k += 1
             continue
         if not isinstance(a, cuda.DeviceArray):
             raise TypeError(f"parameter '{p.name}': expected an array, got {type(a).__name__}")
@@ -166,8 +192,11 @@ def _launch(kernel, entry: _Entry, args):
                 dims[d] = n
             elif isinstance(d, int) and d != n:
                 raise ValueError(f"parameter '{p.name}': expected extent {d}, got {n}")
-        packed.append(ctypes.c_void_p(a.ptr))
-        packed += [ctypes.c_int64(n) for n in a.shape]
+        vals[k].value = a.ptr
+        for n in a.shape:
+            k += 1
+            vals[k].value = n
+        k += 1
     # one per-thread scratch buffer of int64 words, read back with one copy: [status (int32,
     # padded), err[4], scalar results...]; the kernel always writes the status
     nscalar = sum(1 for o in sig.outputs if not o.dims)
@@ -182,11 +211,14 @@ def _launch(kernel, entry: _Entry, args):
             buf, ptr = word, scratch.ptr + 8 * word
             word += 1
         outs.append((o, buf, shape))
-        packed.append(ctypes.c_void_p(ptr))
-        packed += [ctypes.c_int64(n) for n in shape]
-    packed += [ctypes.c_void_p(scratch.ptr), ctypes.c_void_p(scratch.ptr + 8)]
+        vals[k].value = ptr
+        for n in shape:
+            k += 1
+            vals[k].value = n
+        k += 1
+    vals[k].value, vals[k + 1].value = scratch.ptr, scratch.ptr + 8
     nvptx = _nvptx()
-    cuda.launch_cooperative(entry.function, nvptx.BLOCK, packed, max_blocks=nvptx.MAX_BLOCKS)
+    cuda.launch_cooperative_packed(entry.function, nvptx.BLOCK, params, max_blocks=nvptx.MAX_BLOCKS)
     words = scratch.words()
     code = int(words[:1].view(np.int32)[0])
     if code == nvptx.BAD_LAUNCH:

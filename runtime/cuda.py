@@ -1081,6 +1081,16 @@ def launch_cooperative(function: Function, block: int, args: Sequence[Any] = (),
     `max_blocks`), all guaranteed co-resident (cuLaunchCooperativeKernel), so the kernel may
     synchronise its whole grid; wait for it. Falls back to one block of one thread where the
     driver has no cooperative launch. Returns the number of blocks launched."""
+    params, keep = pack_kernel_args(args)
+    grid = launch_cooperative_packed(function, block, params, max_blocks)
+    del keep
+    return grid
+
+
+def launch_cooperative_packed(function: Function, block: int, params: Any, max_blocks: int | None = None) -> int:
+    """`launch_cooperative` with the `kernelParams` array already built (a `void*[]` of pointers
+    to the argument values, see `pack_kernel_args`): a caller that launches one kernel often
+    fills one array in place instead of building it per call."""
     drv = _driver()
     drv.context(function.device)
     coop = drv.fn.get("cuLaunchCooperativeKernel")
@@ -1088,12 +1098,11 @@ def launch_cooperative(function: Function, block: int, args: Sequence[Any] = (),
         _cooperative[function.device] = bool(device_attribute(CU_DEVICE_ATTRIBUTE_COOPERATIVE_LAUNCH,
                                                               function.device))
     if coop is None or not _cooperative[function.device]:
-        launch(function, 1, 1, args)
+        _launch_packed(drv, function, params)
         return 1
     grid = function.max_active_blocks(block)
     if max_blocks is not None:
         grid = min(grid, max_blocks)
-    params, keep = pack_kernel_args(args)
     code = coop(function.handle, grid, 1, 1, block, 1, 1, 0, None, params)
     if code != 0:
         raise drv.error("cuLaunchCooperativeKernel", code, f"launching kernel {function.name!r} on "
@@ -1102,8 +1111,17 @@ def launch_cooperative(function: Function, block: int, args: Sequence[Any] = (),
     if code != 0:
         raise drv.error("cuCtxSynchronize", code, f"running kernel {function.name!r} on {grid} blocks "
                         f"of {block} threads")
-    del keep
     return grid
+
+
+def _launch_packed(drv: _Driver, function: Function, params: Any) -> None:
+    """One block of one thread, synchronised (the fallback without cooperative launches)."""
+    code = drv.fn["cuLaunchKernel"](function.handle, 1, 1, 1, 1, 1, 1, 0, None, params, None)
+    if code != 0:
+        raise drv.error("cuLaunchKernel", code, f"launching kernel {function.name!r} on one thread")
+    code = drv.fn["cuCtxSynchronize"]()
+    if code != 0:
+        raise drv.error("cuCtxSynchronize", code, f"running kernel {function.name!r} on one thread")
 
 
 def ensure_heap(nbytes: int, device: int = 0) -> None:
