@@ -1060,17 +1060,23 @@ def launch(function: Function, grid: Any, block: Any, args: Sequence[Any] = (), 
     drv.context(function.device)
     params, keep = pack_kernel_args(args)
     st = stream if isinstance(stream, ctypes.c_void_p) else (_vp(int(stream)) if stream else None)
+    _launch_packed(drv, function, g, b, params, len(keep), shared_mem, st, sync)
+    del keep
+
+
+def _launch_packed(drv: _Driver, function: Function, g: tuple, b: tuple, params: Any, nargs: int,
+                   shared_mem: int = 0, stream: Any = None, sync: bool = True) -> None:
+    """cuLaunchKernel with the `kernelParams` array built, then (with `sync`) cuCtxSynchronize."""
     code = drv.fn["cuLaunchKernel"](function.handle, g[0], g[1], g[2], b[0], b[1], b[2], int(shared_mem),
-                                    st, params, None)
+                                    stream, params, None)
     if code != 0:
         raise drv.error("cuLaunchKernel", code, f"launching kernel {function.name!r} with grid {g}, "
-                        f"block {b}, {shared_mem} bytes of shared memory and {len(keep)} argument(s)")
+                        f"block {b}, {shared_mem} bytes of shared memory and {nargs} argument(s)")
     if sync:
         code = drv.fn["cuCtxSynchronize"]()
         if code != 0:
             raise drv.error("cuCtxSynchronize", code, f"running kernel {function.name!r} with grid {g}, "
                             f"block {b}")
-    del keep
 
 
 _cooperative: dict[int, bool] = {}     # device -> supports cooperative launches
@@ -1098,7 +1104,7 @@ def launch_cooperative_packed(function: Function, block: int, params: Any, max_b
         _cooperative[function.device] = bool(device_attribute(CU_DEVICE_ATTRIBUTE_COOPERATIVE_LAUNCH,
                                                               function.device))
     if coop is None or not _cooperative[function.device]:
-        _launch_packed(drv, function, params)
+        _launch_packed(drv, function, (1, 1, 1), (1, 1, 1), params, len(params or ()))
         return 1
     grid = function.max_active_blocks(block)
     if max_blocks is not None:
@@ -1112,16 +1118,6 @@ def launch_cooperative_packed(function: Function, block: int, params: Any, max_b
         raise drv.error("cuCtxSynchronize", code, f"running kernel {function.name!r} on {grid} blocks "
                         f"of {block} threads")
     return grid
-
-
-def _launch_packed(drv: _Driver, function: Function, params: Any) -> None:
-    """One block of one thread, synchronised (the fallback without cooperative launches)."""
-    code = drv.fn["cuLaunchKernel"](function.handle, 1, 1, 1, 1, 1, 1, 0, None, params, None)
-    if code != 0:
-        raise drv.error("cuLaunchKernel", code, f"launching kernel {function.name!r} on one thread")
-    code = drv.fn["cuCtxSynchronize"]()
-    if code != 0:
-        raise drv.error("cuCtxSynchronize", code, f"running kernel {function.name!r} on one thread")
 
 
 def ensure_heap(nbytes: int, device: int = 0) -> None:
