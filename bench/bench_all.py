@@ -117,33 +117,62 @@ def np_b5(x0, A, h, steps):
 
 
 # ---- helpers ---------------------------------------------------------------------------------------
-def median_time(fn, repeat):
-    dsl.finish_compiling()           # time the final (-O3) code, not the first tier, and no compile
-    t = time.perf_counter()          # thread competing for the CPUs
-    fn()
-    first = time.perf_counter() - t
-    if first > 2.0:                  # a very slow row: one more call is enough to show it
-        t = time.perf_counter()
-        fn()
-        return time.perf_counter() - t
-    ts = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
+ROUNDS = 3      # each row's contenders take turns this many times (reversing the order each round)
+SETTLE = 0.3    # seconds of quiet before each turn: other libraries' threads spin after a call
 
 
-def per_call(fn, repeat=5, target=0.1):
-    fn()
-    dsl.finish_compiling()
+def time_row(fns: dict, repeat: int, per_call_row: bool) -> dict:
+    """Times of one row's contenders {name: callable}, measured in turns: round r runs every
+    contender (in reversed order on odd rounds) for a block of `repeat` calls (per-call rows: two
+    batches), each block after SETTLE seconds of quiet and one untimed call. On these shared
+    2-CPU machines the background load drifts over seconds, so turns share it out; and a
+    library's threads keep spinning after its calls (OpenBLAS's for over 100 ms, a whole CPU:
+    measured with process_time across a sleep), so without the pause the next contender would
+    be timed on one CPU. Result: the median of each contender's calls (per-call rows: the best
+    batch), or an error string."""
+    dsl.finish_compiling()           # time the final (-O3) code, and no compile thread competing
+    out, samples, batch = {}, {}, {}
+    for c, fn in fns.items():
+        try:
+            t = time.perf_counter()
+            fn()
+            first = time.perf_counter() - t
+        except Exception as e:
+            out[c] = f"err {type(e).__name__}"
+            continue
+        if first > 2.0:              # a very slow row: one more call is enough to show it
+            t = time.perf_counter()
+            fn()
+            out[c] = time.perf_counter() - t
+            continue
+        samples[c] = []
+        if per_call_row:             # about 0.1 s a batch
+            batch[c] = max(_calls_in(fn, 0.01) * 10, 10)
+    order = list(samples)
+    for r in range(ROUNDS):
+        for c in (order if r % 2 == 0 else order[::-1]):
+            fn = fns[c]
+            time.sleep(SETTLE)
+            fn()                     # untimed: wakes this contender's own threads
+            if per_call_row:
+                samples[c] += [_timeit(fn, batch[c]) for _ in range(2)]
+                continue
+            for _ in range(repeat):
+                t = time.perf_counter()
+                fn()
+                samples[c].append(time.perf_counter() - t)
+    for c, ts in samples.items():
+        out[c] = min(ts) if per_call_row else statistics.median(ts)
+    return out
+
+
+def _calls_in(fn, seconds):
     t = time.perf_counter()
     k = 0
-    while time.perf_counter() - t < target / 10:
+    while time.perf_counter() - t < seconds:
         fn()
         k += 1
-    best = min(_timeit(fn, max(k * 10, 10)) for _ in range(repeat))
-    return best
+    return k
 
 
 def _timeit(fn, n):
@@ -340,21 +369,19 @@ def main():
     present = [c for c in cols if any(c in r for r in rows.values())]
     res = {}
     for name, r in rows.items():
+        fns = {c: r[c] for c in present if callable(r.get(c))}
         for c in present:
-            f = r.get(c)
-            if f is None or isinstance(f, str):
-                res[(name, c)] = f
-                continue
-            try:
-                res[(name, c)] = per_call(f) if "(call)" in name else median_time(f, args.repeat)
-            except Exception as e:
-                res[(name, c)] = f"err {type(e).__name__}"
-            print(f"# {name:18s} {c:6s} {fmt(res[(name, c)])}", file=sys.stderr, flush=True)
+            if c not in fns:
+                res[(name, c)] = r.get(c)
+        for c, took in time_row(fns, args.repeat, "(call)" in name).items():
+            res[(name, c)] = took
+            print(f"# {name:18s} {c:6s} {fmt(took)}", file=sys.stderr, flush=True)
 
     threads = os.environ.get("DSLC_NUM_THREADS", "-")
     print(f"dslc {getattr(dsl, '__version__', '')} | {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs | numpy {np.__version__} | python {platform.python_version()} | "
-          f"median of {args.repeat} (per-call rows: best of 5 batches) | B1 n = {n1:,}")
+          f"median of {ROUNDS} x {args.repeat} calls in turns (per-call rows: best of {2 * ROUNDS} batches) | "
+          f"B1 n = {n1:,}")
     head = f"{'benchmark':18s}" + "".join(f"{c:>12s}" for c in present) + "".join(
         f"{'dslc/' + c:>12s}" for c in present if c != "dslc")
     print(head)
