@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from . import cache, ir, tiering
 from .codegen import llvm as backend
-from .codegen import runtime_module
+from .codegen import denormals, runtime_module
 from .diagnostics import DslTypeError
 from .ir import dim_is_opaque, dim_to_json
 from .passes import simplify
@@ -95,7 +95,8 @@ def compile_function(fn: ir.Function, boundscheck: bool = True, use_cache: bool 
             jit.add_object(symbol, obj)
             return loaded(meta["signature"])
         module, sites = backend.build_module(fn, symbol, boundscheck, name=symbol, vector_math="host", blas=True,
-                                             threads=True, shared_runtime=True)
+                                             threads=True, shared_runtime=True,
+                                             flush_denormals=denormals.requested())
         sig = signature_of(fn, symbol, sites)
         jit.signatures[symbol] = sig
         runtime_module.ensure_loaded(jit, runtime_module.used_by(module))

@@ -18,7 +18,7 @@ from llvmlite import ir as ll
 from .. import ir
 from ..diagnostics import UnsupportedError
 from ..prims import PRIMS
-from . import gemm_loops, parallel, vmath
+from . import denormals, gemm_loops, parallel, vmath
 from .analysis import Analysis
 
 I1, I8, I32, I64 = ll.IntType(1), ll.IntType(8), ll.IntType(32), ll.IntType(64)
@@ -59,8 +59,11 @@ class FunctionCodegen:
     flat_jobs = False
 
     def __init__(self, module: ll.Module, fn: ir.Function, symbol: str, boundscheck: bool = True,
-                 vector_isas=(), blas: bool = False, threads: bool = False, shared_runtime: bool = False):
+                 vector_isas=(), blas: bool = False, threads: bool = False, shared_runtime: bool = False,
+                 flush_denormals: bool = False):
         self.module, self.fn, self.symbol = module, fn, symbol
+        # entry points and worker chunks set FTZ/DAZ around their work (denormals.py; x86 only)
+        self.flush_denormals = flush_denormals
         self.threads = threads            # big loop nests may run on several CPU threads (parallel.py)
         self.shared_runtime = shared_runtime   # runtime functions are the JIT's (runtime_module.py)
         self.in_parallel = False          # generating an outlined chunk function
@@ -97,7 +100,8 @@ class FunctionCodegen:
             argtys += [ll.PointerType(MEMTYPE[t.dtype])] + [I64] * t.rank
         argtys.append(ll.PointerType(I64))
         self.direct_out = self._direct_outputs()
-        self.llfn = ll.Function(self.module, ll.FunctionType(I32, argtys), self.symbol)
+        name = self.symbol + ".body" if self.flush_denormals else self.symbol
+        self.llfn = ll.Function(self.module, ll.FunctionType(I32, argtys), name)
         for k, a in enumerate(self.llfn.args):
             if isinstance(a.type, ll.PointerType):
                 a.add_attribute("noalias")
@@ -124,7 +128,11 @@ class FunctionCodegen:
         for slot in self.all_slots:
             ab.store(ll.Constant(slot.type.pointee, None), slot)
         ab.branch(body)
-        return self.llfn
+        self.entry = self.llfn
+        if self.flush_denormals:
+            self.llfn.linkage = "internal"
+            self.entry = denormals.wrapper(self.module, self.llfn, self.symbol)
+        return self.entry
 
     def _direct_outputs(self) -> dict:
         """Returned arrays that top-level ops compute straight into their output buffers, not
@@ -692,7 +700,12 @@ class FunctionCodegen:
             b.store(v, b.gep(ctx, [ll.Constant(I32, 0), ll.Constant(I32, k)]))
         zero = self.i64(0)
         errs0, status0 = b.gep(errs, [zero, zero]), b.gep(status, [zero, zero])
-        args = [b.bitcast(sub, PTR), b.bitcast(ctx, PTR), n0, chunks, errs0, status0]
+        # the caller's own chunks run in its (already set) floating-point mode; workers' set it
+        worker_sub = sub
+        if self.flush_denormals:
+            worker_sub = denormals.wrapper(self.module, sub, self.module.get_unique_name(sub.name + ".ftz"))
+            worker_sub.linkage = "internal"
+        args = [b.bitcast(worker_sub, PTR), b.bitcast(ctx, PTR), n0, chunks, errs0, status0]
         if single is None:
             failed = b.call(parallel.run_fn(self.module, self.shared_runtime), args)
         else:
@@ -1085,7 +1098,8 @@ def _load_captures(sub: ll.Function, captured: list, ctx_t):
 
 def generate(module: ll.Module, fn: ir.Function, symbol: str, boundscheck: bool = True,
              vector_isas=(), blas: bool = False, threads: bool = False,
-             shared_runtime: bool = False) -> FunctionCodegen:
-    cg = FunctionCodegen(module, fn, symbol, boundscheck, vector_isas, blas, threads, shared_runtime)
+             shared_runtime: bool = False, flush_denormals: bool = False) -> FunctionCodegen:
+    cg = FunctionCodegen(module, fn, symbol, boundscheck, vector_isas, blas, threads, shared_runtime,
+                         flush_denormals)
     cg.build()
     return cg

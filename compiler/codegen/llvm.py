@@ -10,7 +10,7 @@ from llvmlite import ir as ll
 
 from .. import ir
 from . import blas as _blas
-from . import vmath
+from . import denormals, vmath
 from .function import I8, I32, I64, LLTYPE, MEMTYPE, PTR, generate
 from .ir_pipeline import optimise, without_fast_math  # noqa: F401 - part of this module's API
 
@@ -69,7 +69,7 @@ def host_target_machine(opt: int = 3, reloc: str = "default", codemodel: str = "
 def toolchain_version() -> str:
     initialise()
     return (f"llvmlite-{llvmlite.__version__}/llvm-{'.'.join(map(str, llvm.llvm_version_info))}"
-            f"/{CODEGEN_REVISION}/{vmath.tag()}/{_blas.tag()}")
+            f"/{CODEGEN_REVISION}/{vmath.tag()}/{_blas.tag()}/{denormals.tag()}")
 
 
 def add_py_trampoline(module: ll.Module, fn: ir.Function, c_entry: ll.Function, symbol: str):
@@ -106,7 +106,8 @@ def add_py_trampoline(module: ll.Module, fn: ir.Function, c_entry: ll.Function, 
 
 def build_module(fn: ir.Function, symbol: str, boundscheck: bool = True, py_trampoline: bool = True,
                  name: str = "dslc", vector_math=None, blas: bool = False,
-                 threads: bool = False, shared_runtime: bool = False) -> tuple[ll.Module, list]:
+                 threads: bool = False, shared_runtime: bool = False,
+                 flush_denormals: bool = False) -> tuple[ll.Module, list]:
     """An LLVM module with the kernel's entry point (and its `__py` trampoline); also the
     error sites of the entry point, in site-id order.
 
@@ -116,7 +117,8 @@ def build_module(fn: ir.Function, symbol: str, boundscheck: bool = True, py_tram
     blas: large matrix products call NumPy's OpenBLAS (JIT only: see blas.py); ignored when the
     library is not found. threads: big loop nests run on several CPU threads (codegen/parallel.py:
     libc's pthreads; CPU targets only). shared_runtime: the thread runtime and the small products'
-    loops are only declared (the JIT's runtime module defines them: runtime_module.py)."""
+    loops are only declared (the JIT's runtime module defines them: runtime_module.py).
+    flush_denormals: the entry point and worker chunks run with FTZ/DAZ set (denormals.py)."""
     import re
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", symbol):
         raise ValueError(f"invalid entry-point name {symbol!r}")   # LLVM would abort the process
@@ -125,10 +127,10 @@ def build_module(fn: ir.Function, symbol: str, boundscheck: bool = True, py_tram
     module.triple = llvm.get_process_triple()
     isas = vmath.host_isas() if vector_math == "host" else tuple(vector_math or ())
     cg = generate(module, fn, symbol, boundscheck, isas, bool(blas) and _blas.register_symbols(), threads,
-                  shared_runtime)
+                  shared_runtime, flush_denormals)
     vmath.finish(module)
     if py_trampoline:
-        add_py_trampoline(module, fn, cg.llfn, symbol + "__py")
+        add_py_trampoline(module, fn, cg.entry, symbol + "__py")
     return module, cg.sites
 
 
