@@ -33,7 +33,7 @@ and everything works as before.
 Linking: the JIT's objects are compiled for MCJIT (static relocation model, large code model), so
 every absolute address is an R_X86_64_64 relocation: `ld -shared -z notext` accepts that and the
 dynamic loader patches the text at load time (text relocations). Calls to NumPy's OpenBLAS
-(`dslc_cblas_?gemm`, bound with `llvm.add_symbol` in the JIT) go through a small C stub whose
+(`dslc_cblas_?gemm`, `dslc_cblas_?gemv`, bound with `llvm.add_symbol` in the JIT) go through a small C stub whose
 function pointers `load_library` sets; calls into the JIT's runtime module (threads, small
 products: codegen/runtime_module.py) are resolved by linking its object code in too. Platforms where any of this fails simply never get a record.
 
@@ -272,15 +272,15 @@ def load_library(record: dict, directory: str | None = None):
 
 
 def _bind_blas(lib) -> bool:
-    """Point the library's `dslc_cblas_?gemm` stubs at NumPy's OpenBLAS (as the JIT's symbols)."""
+    """Point the library's `dslc_cblas_?gemm`/`?gemv` stubs at NumPy's OpenBLAS (as the JIT's symbols)."""
     import ctypes
     from .codegen import blas          # imports only ctypes/glob: no LLVM
     if not blas.available():
         return False
-    _, s, d = blas._state["lib"]
-    lib.dslc_warm_set_blas.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+    r = blas._state["lib"][1]
+    lib.dslc_warm_set_blas.argtypes = [ctypes.c_void_p] * 4
     lib.dslc_warm_set_blas.restype = None
-    lib.dslc_warm_set_blas(s, d)
+    lib.dslc_warm_set_blas(r["sgemm"], r["dgemm"], r["sgemv"], r["dgemv"])
     return True
 
 
@@ -292,15 +292,28 @@ typedef void (*sgemm_t)(int32_t, int32_t, int32_t, int64_t, int64_t, int64_t, fl
                         void *, int64_t, float, void *, int64_t);
 typedef void (*dgemm_t)(int32_t, int32_t, int32_t, int64_t, int64_t, int64_t, double, void *, int64_t,
                         void *, int64_t, double, void *, int64_t);
+typedef void (*sgemv_t)(int32_t, int32_t, int64_t, int64_t, float, void *, int64_t, void *, int64_t,
+                        float, void *, int64_t);
+typedef void (*dgemv_t)(int32_t, int32_t, int64_t, int64_t, double, void *, int64_t, void *, int64_t,
+                        double, void *, int64_t);
 static sgemm_t s_gemm;
 static dgemm_t d_gemm;
-void dslc_warm_set_blas(void *s, void *d) { s_gemm = (sgemm_t)s; d_gemm = (dgemm_t)d; }
+static sgemv_t s_gemv;
+static dgemv_t d_gemv;
+void dslc_warm_set_blas(void *s, void *d, void *sv, void *dv)
+{ s_gemm = (sgemm_t)s; d_gemm = (dgemm_t)d; s_gemv = (sgemv_t)sv; d_gemv = (dgemv_t)dv; }
 void dslc_cblas_sgemm(int32_t o, int32_t ta, int32_t tb, int64_t m, int64_t n, int64_t k, float al,
                       void *a, int64_t lda, void *b, int64_t ldb, float be, void *c, int64_t ldc)
 { s_gemm(o, ta, tb, m, n, k, al, a, lda, b, ldb, be, c, ldc); }
 void dslc_cblas_dgemm(int32_t o, int32_t ta, int32_t tb, int64_t m, int64_t n, int64_t k, double al,
                       void *a, int64_t lda, void *b, int64_t ldb, double be, void *c, int64_t ldc)
 { d_gemm(o, ta, tb, m, n, k, al, a, lda, b, ldb, be, c, ldc); }
+void dslc_cblas_sgemv(int32_t o, int32_t t, int64_t m, int64_t n, float al, void *a, int64_t lda,
+                      void *x, int64_t incx, float be, void *y, int64_t incy)
+{ s_gemv(o, t, m, n, al, a, lda, x, incx, be, y, incy); }
+void dslc_cblas_dgemv(int32_t o, int32_t t, int64_t m, int64_t n, double al, void *a, int64_t lda,
+                      void *x, int64_t incx, double be, void *y, int64_t incy)
+{ d_gemv(o, t, m, n, al, a, lda, x, incx, be, y, incy); }
 """
 
 _jobs: list = []

@@ -195,3 +195,30 @@ def test_loop_invariant_vector_matrix_products_use_an_aligned_copy(k, n, offset)
     np.testing.assert_allclose(loop_vecmats(A, B, x, 0), x, rtol=0, atol=0)
     A32, B32, x32 = (at(a.astype(np.float32), offset) for a in (A, B, x))
     np.testing.assert_allclose(loop_vecmats32(A32, B32, x32, 4), want, rtol=1e-4, atol=1e-4)
+
+
+@kernel
+def layer32(W: f32[k], b: f32, X: f32[n, k]) -> f32[n]:
+    return sigmoid(X @ W + b)
+
+
+@kernel
+def layer64(W: f64[k], b: f64, X: f64[n, k]) -> f64[n]:
+    return sigmoid(X @ W + b)
+
+
+# 2048 x 512 = 2**20 elements: BLAS's gemv in the JIT (blas.GEMV_MIN); one row fewer: the row blocks
+@pytest.mark.parametrize("n", [2048, 2047])
+@pytest.mark.parametrize("k", [layer32, layer64], ids=["f32", "f64"])
+def test_a_large_matrix_vector_product(k, n):
+    dt = np.float32 if k is layer32 else np.float64
+    rng = np.random.default_rng(n)
+    X = rng.standard_normal((n, 512)).astype(dt)
+    W = (rng.standard_normal(512) / 16).astype(dt)
+    b = dt(0.25)
+    z = X.astype(np.float64) @ W.astype(np.float64) + 0.25
+    want = 1 / (1 + np.exp(-z))
+    np.testing.assert_allclose(k(W, b, X), want, rtol=2e-6 if dt is np.float32 else 1e-13)
+    from compiler.codegen import blas
+    if blas.available():
+        assert ("dslc_cblas_" + ("s" if dt is np.float32 else "d") + "gemv") in k.lower(W, b, X).llvm()

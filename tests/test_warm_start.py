@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -332,3 +333,28 @@ def test_saved_parser_tables_parse_the_same_and_are_checked(tmp_path, monkeypatc
     again = fresh()                               # refused, rebuilt, saved again
     assert parse_with(again, SAMPLE) == parse_with(built, SAMPLE)
     assert saved.read_bytes() != bytes(data)
+
+
+@needs_cc
+def test_a_kernel_calling_blas_gemv_runs_warm(tmp_path):
+    # A has 2**20 elements: the product is OpenBLAS's gemv, reached through the library's C stub
+    more = '''
+@kernel
+def mv(A: f32[m, k], v: f32[k]) -> f32[m]:
+    return A @ v + 1.0
+
+A = (np.arange(2048 * 512, dtype=np.float32).reshape(2048, 512) % 7) - 3
+v = np.linspace(-1, 1, 512, dtype=np.float32)
+res["mv"] = mv(A, v).tolist()
+'''
+    prog, cache = _write(tmp_path, more=more), tmp_path / "cache"
+    A = (np.arange(2048 * 512, dtype=np.float64).reshape(2048, 512) % 7) - 3
+    expected = A @ np.linspace(-1, 1, 512, dtype=np.float32).astype(np.float64) + 1.0
+
+    def check(out):
+        _check(out)
+        np.testing.assert_allclose(out["results"]["mv"], expected, rtol=1e-5, atol=1e-4)
+    cold = _run(prog, cache)
+    check(cold)
+    warm = _run_warm(prog, cache, check=check)
+    assert _fast(warm), warm["modules"]

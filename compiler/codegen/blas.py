@@ -5,12 +5,12 @@ run at close to the core's peak, with cache blocking, packing and threads; a til
 emitted as LLVM IR reached a fraction of that in the time available, and NumPy is a dependency
 anyway, so every user of dslc already has this library loaded in the process.
 
-JIT only: generated code calls `dslc_cblas_sgemm` / `dslc_cblas_dgemm` (CBLAS signature with
-64-bit integers), symbols that `register_symbols()` binds to the library's
-`scipy_cblas_{s,d}gemm64_` before any module is added (so cached object code finds them too).
-Products below `MIN_FLOPS` multiply-adds, matrix-vector products, AOT libraries and hosts without
-the library use the generated loops (function.py / prims/arrays.py), which give the same result
-up to summation order.
+JIT only: generated code calls `dslc_cblas_{s,d}gemm` and `dslc_cblas_{s,d}gemv` (CBLAS
+signatures with 64-bit integers), symbols that `register_symbols()` binds to the library's
+`scipy_cblas_*64_` before any module is added (so cached object code finds them too).
+Products below `MIN_FLOPS` multiply-adds, matrix-vector products below `GEMV_MIN` elements or
+inside loops, AOT libraries and hosts without the library use the generated loops (function.py /
+prims/arrays.py), which give the same result up to summation order.
 """
 from __future__ import annotations
 
@@ -20,6 +20,10 @@ import os
 import threading
 
 MIN_FLOPS = 32 * 32 * 32          # m*n*k below which the call overhead is not worth it
+# a matrix-vector product is memory-bound: OpenBLAS's threaded gemv reads B2's 4096 x 512 matrix
+# in 160-200 us against 200-250 us for the generated row blocks (measured in turns with NumPy)
+GEMV_MIN = 1 << 20                # m*k below which the generated loops are kept
+_ROUTINES = ("sgemm", "dgemm", "sgemv", "dgemv")
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
 
 _lock = threading.Lock()
@@ -36,8 +40,8 @@ def _find_library():
         for path in sorted(glob.glob(os.path.join(base, pat))):
             try:
                 lib = ctypes.CDLL(path)
-                s, d = lib.scipy_cblas_sgemm64_, lib.scipy_cblas_dgemm64_
-                return path, ctypes.cast(s, ctypes.c_void_p).value, ctypes.cast(d, ctypes.c_void_p).value
+                return path, {r: ctypes.cast(getattr(lib, f"scipy_cblas_{r}64_"), ctypes.c_void_p).value
+                              for r in _ROUTINES}
             except (OSError, AttributeError):
                 continue
     return None
@@ -54,21 +58,20 @@ def available() -> bool:
 
 
 def register_symbols() -> bool:
-    """Bind dslc_cblas_{s,d}gemm for the JIT's symbol resolution; True when BLAS is usable."""
+    """Bind dslc_cblas_{s,d}{gemm,gemv} for the JIT's symbol resolution; True when BLAS is usable."""
     if not available():
         return False
     with _lock:
         if not _state.get("registered"):
             import llvmlite.binding as llvm
-            _, s, d = _state["lib"]
-            llvm.add_symbol("dslc_cblas_sgemm", s)
-            llvm.add_symbol("dslc_cblas_dgemm", d)
+            for routine, address in _state["lib"][1].items():
+                llvm.add_symbol(f"dslc_cblas_{routine}", address)
             _state["registered"] = True
     return True
 
 
 def tag() -> str:
-    return "blas-openblas64" if available() else "blas-none"
+    return "blas-openblas64-gemv" if available() else "blas-none"
 
 
-__all__ = ["available", "register_symbols", "tag", "MIN_FLOPS"]
+__all__ = ["available", "register_symbols", "tag", "MIN_FLOPS", "GEMV_MIN"]

@@ -818,6 +818,27 @@ class FunctionCodegen:
             with otherwise:
                 loops()
 
+    def blas_gemv(self, dt, M, K, A, x, y, otherwise):
+        """y[M] = A[M, K] @ x[K] (row-major A, contiguous vectors) through BLAS's gemv when the
+        module may call BLAS and A has at least GEMV_MIN elements; else `otherwise()`."""
+        from .blas import GEMV_MIN, NO_TRANS, ROW_MAJOR
+        b, one = self.b, self.i64(1)
+        if not (self.blas and ir.is_float(dt)):
+            return otherwise()
+        ok = b.and_(b.icmp_signed(">=", b.mul(M, K), self.i64(GEMV_MIN)),
+                    b.and_(b.icmp_signed(">=", M, one), b.icmp_signed(">=", K, one)))
+        with b.if_else(ok) as (then, other):
+            with then:
+                ty = LLTYPE[dt]
+                name = "dslc_cblas_sgemv" if dt == "f32" else "dslc_cblas_dgemv"
+                fnty = ll.FunctionType(ll.VoidType(), [I32, I32, I64, I64, ty, PTR, I64, PTR, I64, ty, PTR, I64])
+                f = self.module.globals.get(name) or ll.Function(self.module, fnty, name)
+                b.call(f, [ll.Constant(I32, ROW_MAJOR), ll.Constant(I32, NO_TRANS), M, K, ll.Constant(ty, 1.0),
+                           b.bitcast(A, PTR), K, b.bitcast(x, PTR), one, ll.Constant(ty, 0.0),
+                           b.bitcast(y, PTR), one])
+            with other:
+                otherwise()
+
     #: column vectors kept in registers per block of a vector-matrix product
     VECMAT_UNROLL = 4
     #: largest matrix (elements) a loop's vector products copy (invariant_copy)

@@ -295,6 +295,12 @@ def _matvecs(cg, dt, A, xs, outs, a_value=None):
             with otherwise:
                 _row_blocks(cg, dt, A, xs, outs)
         return
+    if len(xs) == 1 and len(cg.scopes) == 1 and not cg.in_parallel:
+        # once per call, a single vector: a big product is BLAS's threaded gemv (a group of
+        # vectors keeps the row blocks, which read A once for all of them)
+        m, k = A.dims
+        cg.blas_gemv(dt, m, k, A.ptr, xs[0].ptr, outs[0].ptr, lambda: _row_blocks(cg, dt, A, xs, outs))
+        return
     _row_blocks(cg, dt, A, xs, outs)
 
 
