@@ -119,12 +119,14 @@ def np_b5(x0, A, h, steps):
 # ---- helpers ---------------------------------------------------------------------------------------
 ROUNDS = 3      # each row's contenders take turns this many times (reversing the order each round)
 SETTLE = 0.3    # seconds of quiet before each turn: other libraries' threads spin after a call
+WARM = 0.05     # then this long (at least one call) of untimed calls
 
 
 def time_row(fns: dict, repeat: int, per_call_row: bool) -> dict:
     """Times of one row's contenders {name: callable}, measured in turns: round r runs every
     contender (in reversed order on odd rounds) for a block of `repeat` calls (per-call rows: two
-    batches), each block after SETTLE seconds of quiet and one untimed call. On these shared
+    batches), each block after SETTLE seconds of quiet and WARM seconds of untimed calls (after the
+    pause a threaded kernel's first few milliseconds ran up to 2x slower). On these shared
     2-CPU machines the background load drifts over seconds, so turns share it out; and a
     library's threads keep spinning after its calls (OpenBLAS's for over 100 ms, a whole CPU:
     measured with process_time across a sleep), so without the pause the next contender would
@@ -153,7 +155,7 @@ def time_row(fns: dict, repeat: int, per_call_row: bool) -> dict:
         for c in (order if r % 2 == 0 else order[::-1]):
             fn = fns[c]
             time.sleep(SETTLE)
-            fn()                     # untimed: wakes this contender's own threads
+            _calls_in(fn, WARM)      # untimed: this contender's threads (and the CPUs) wake up
             if per_call_row:
                 samples[c] += [_timeit(fn, batch[c]) for _ in range(2)]
                 continue
@@ -167,9 +169,10 @@ def time_row(fns: dict, repeat: int, per_call_row: bool) -> dict:
 
 
 def _calls_in(fn, seconds):
+    """Calls fn for `seconds` (at least once); returns how many calls that was."""
     t = time.perf_counter()
     k = 0
-    while time.perf_counter() - t < seconds:
+    while k == 0 or time.perf_counter() - t < seconds:
         fn()
         k += 1
     return k
