@@ -43,21 +43,38 @@ def mark_body(fn: ll.Function):
     set.add(fn.attributes, '"denormal-fp-math"="preserve-sign,preserve-sign"')
 
 
+_I32, _I8P = ll.IntType(32), ll.IntType(8).as_pointer()
+_DEFAULT_MXCSR = 0x1F80           # power-on value: round to nearest, exceptions masked, no flushing
+
+
+def _mxcsr(module: ll.Module, op: str) -> ll.Function:
+    """llvm.x86.sse.{st,ld}mxcsr: store MXCSR to / load it from an i32 in memory."""
+    name = f"llvm.x86.sse.{op}mxcsr"
+    return module.globals.get(name) or ll.Function(module, ll.FunctionType(ll.VoidType(), [_I8P]), name)
+
+
+def set_default_mode(b: ll.IRBuilder):
+    """Load the default MXCSR at `b` (x86 modules only; elsewhere nothing). For threads that a
+    flushing caller may have created: a thread inherits its creator's MXCSR."""
+    if not b.module.triple.startswith(("x86_64", "i686", "i386")):
+        return
+    slot = b.alloca(_I32)
+    b.store(ll.Constant(_I32, _DEFAULT_MXCSR), slot)
+    b.call(_mxcsr(b.module, "ld"), [b.bitcast(slot, _I8P)])
+
+
 def wrapper(module: ll.Module, body: ll.Function, name: str) -> ll.Function:
     """A function `name` with `body`'s type that calls `body` with FTZ and DAZ set and restores
     the caller's MXCSR afterwards."""
     mark_body(body)
     fn = ll.Function(module, body.function_type, name)
-    i32, i8p = ll.IntType(32), ll.IntType(8).as_pointer()
-    csr = ll.FunctionType(ll.VoidType(), [i8p])
-    st = module.globals.get("llvm.x86.sse.stmxcsr") or ll.Function(module, csr, "llvm.x86.sse.stmxcsr")
-    ld = module.globals.get("llvm.x86.sse.ldmxcsr") or ll.Function(module, csr, "llvm.x86.sse.ldmxcsr")
+    st, ld = _mxcsr(module, "st"), _mxcsr(module, "ld")
     b = ll.IRBuilder(fn.append_basic_block())
-    slot = b.alloca(i32)
-    raw = b.bitcast(slot, i8p)
+    slot = b.alloca(_I32)
+    raw = b.bitcast(slot, _I8P)
     b.call(st, [raw])
     saved = b.load(slot)
-    b.store(b.or_(saved, ll.Constant(i32, _FTZ_DAZ)), slot)
+    b.store(b.or_(saved, ll.Constant(_I32, _FTZ_DAZ)), slot)
     b.call(ld, [raw])
     result = b.call(body, list(fn.args))
     b.store(saved, slot)

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from llvmlite import ir as ll
 
+from . import denormals
 from .gemm_loops import counted
 
 I8, I32, I64 = ll.IntType(8), ll.IntType(32), ll.IntType(64)
@@ -220,17 +221,6 @@ def _pause(module, b):
         b.call(_declare(module, "llvm.x86.sse2.pause", ll.VoidType(), []), [])
 
 
-def _default_fp_mode(module, b):
-    """x86: MXCSR to its power-on value (round to nearest, exceptions masked, no flush to zero).
-    A thread inherits its creator's MXCSR, and the pool's creator may be a kernel running with
-    subnormals flushed (denormals.py): the pool's workers are shared by every kernel, so they
-    start in the IEEE mode and a flushing kernel's chunks set and restore FTZ/DAZ themselves."""
-    if module.triple.startswith(("x86_64", "i686", "i386")):
-        slot = b.alloca(I32)
-        b.store(ll.Constant(I32, 0x1F80), slot)
-        b.call(_declare(module, "llvm.x86.sse.ldmxcsr", ll.VoidType(), [PTR]), [b.bitcast(slot, PTR)])
-
-
 def _claim_chunks(module, b, fn, gen):
     """Run chunks of job `gen` while any is unclaimed: claim one (a compare-and-swap on `next`,
     which also carries the job's gen, so a thread that read a finished job's fields never runs
@@ -278,7 +268,9 @@ def _pool_worker_fn(module):
     # every alloca here, in the entry block: the loop below never returns
     seen, count, deadline = b.alloca(I64), b.alloca(I64), b.alloca(I64)
     ts = b.alloca(_TIMESPEC)
-    _default_fp_mode(module, b)
+    # the pool serves every kernel, and its creator may have been a kernel flushing subnormals
+    # (denormals.py): workers start in the IEEE mode; a flushing kernel's chunks set their own
+    denormals.set_default_mode(b)
     b.store(b.lshr(arg, ll.Constant(I64, 8)), seen)
     b.branch(head)
 
