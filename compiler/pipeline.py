@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from . import cache, ir, tiering
 from .codegen import llvm as backend
-from .codegen import denormals, runtime_module
+from .codegen import blas, denormals, runtime_module
 from .diagnostics import DslTypeError
 from .ir import dim_is_opaque, dim_to_json
 from .passes import simplify
@@ -17,6 +17,7 @@ VERSION = "0.1.0"
 OBJECT_ABI = "2"
 _compile_lock = threading.Lock()
 _first_tier: dict = {}     # symbol -> Compiled, while its final code is being generated
+_calls_blas: set = set()   # symbols whose code calls OpenBLAS
 
 
 @dataclass
@@ -27,6 +28,7 @@ class Compiled:
     py_address: int
     key: str = ""          # the disk-cache key of its object code ("" when not cached)
     upgrade: object = None  # first-tier code: a tiering.Upgrade to the final code (None: final)
+    calls_blas: bool = False  # its code calls OpenBLAS (codegen/blas.py)
 
 
 def prepare(fn: ir.Function) -> ir.Function:
@@ -80,7 +82,8 @@ def compile_function(fn: ir.Function, boundscheck: bool = True, use_cache: bool 
     def loaded(sig) -> Compiled:
         """The final code, loaded under `symbol`."""
         jit.signatures[symbol] = sig
-        return Compiled(symbol, sig, jit.address(symbol), jit.address(symbol + "__py"), cached)
+        return Compiled(symbol, sig, jit.address(symbol), jit.address(symbol + "__py"), cached,
+                        calls_blas=symbol in _calls_blas)
 
     with _compile_lock:
         if jit.address(symbol):
@@ -91,6 +94,8 @@ def compile_function(fn: ir.Function, boundscheck: bool = True, use_cache: bool 
         hit = cache.load(key) if use_cache else None
         if hit is not None:
             obj, meta = hit
+            if blas.SYMBOL_PREFIX.encode() in obj:
+                _calls_blas.add(symbol)
             runtime_module.ensure_loaded(jit, runtime_module.used_by(obj))   # what its calls resolve to
             jit.add_object(symbol, obj)
             return loaded(meta["signature"])
@@ -99,6 +104,8 @@ def compile_function(fn: ir.Function, boundscheck: bool = True, use_cache: bool 
                                              flush_denormals=denormals.requested())
         sig = signature_of(fn, symbol, sites)
         jit.signatures[symbol] = sig
+        if any(name.startswith(blas.SYMBOL_PREFIX) for name in module.globals):
+            _calls_blas.add(symbol)
         runtime_module.ensure_loaded(jit, runtime_module.used_by(module))
         ref = backend.parse_and_optimise(module, jit.tm)
         ref.name = symbol
@@ -112,7 +119,7 @@ def compile_function(fn: ir.Function, boundscheck: bool = True, use_cache: bool 
             store(jit.add_llvm(ref))
             return loaded(sig)
         c_address, py_address, upgrade = tiering.compile_first_tier(jit, ref, symbol, store)
-        compiled = Compiled(symbol, sig, c_address, py_address, cached, upgrade)
+        compiled = Compiled(symbol, sig, c_address, py_address, cached, upgrade, symbol in _calls_blas)
         _first_tier[symbol] = compiled
         upgrade.then(lambda *_: _first_tier.pop(symbol, None))
         return compiled

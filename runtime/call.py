@@ -313,13 +313,15 @@ def _ident_for(name: str) -> str:
 
 
 def make_caller(signature: Signature | dict, c_func_address: int, py_func_address: int | None = None,
-                target_name: str | None = None, *, keepalive: Any = None) -> Callable:
+                target_name: str | None = None, *, keepalive: Any = None,
+                wrap_entry: Callable | None = None) -> Callable:
     """A Python function calling the entry point at `c_func_address` with the conventions of SPEC section 6.
 
     signature: a `Signature` (or its JSON dict). c_func_address: the address of the C-ABI entry point.
     py_func_address: the address of its `NAME__py` twin (arrays as PyObject*), used when given and the
     NumPy struct layout check passed. target_name: the name the function (and its messages) go by,
     default `signature.name`. keepalive: anything that must outlive the function (a CDLL, a JIT engine).
+    wrap_entry: applied to each ctypes function of an entry point; what it returns is called instead.
 
     The function has attributes `signature`, `fast_path` (whether `NAME__py` is used), `source`
     (the generated Python text), `entry_address` (the entry point it calls) and
@@ -356,6 +358,7 @@ def make_caller(signature: Signature | dict, c_func_address: int, py_func_addres
     argtypes.append(ctypes.c_void_p)        # int64_t* err
     proto = ctypes.CFUNCTYPE(ctypes.c_int32, *argtypes)
     cfunc = proto(py_func_address if fast else c_func_address)
+    wrap = wrap_entry or (lambda entry: entry)
 
     # -- the scratch buffer: err[4] and one slot per scalar output, pooled ---------------------------------
     scalar_outs = [k for k, o in enumerate(sig.outputs) if not o.is_array]
@@ -388,7 +391,7 @@ def make_caller(signature: Signature | dict, c_func_address: int, py_func_addres
         "_dslc_type": type, "_dslc_id": id, "_dslc_nd": _ND, "_dslc_int": int, "_dslc_float": float,
         "_dslc_bool": bool, "_dslc_max": max, "_dslc_min": min,
         "_dslc_asc": np.ascontiguousarray, "_dslc_empty": np.empty,
-        "_dslc_fn": cfunc, "_dslc_pop": pool.pop, "_dslc_push": pool.append, "_dslc_newbuf": new_scratch,
+        "_dslc_fn": wrap(cfunc), "_dslc_pop": pool.pop, "_dslc_push": pool.append, "_dslc_newbuf": new_scratch,
         "_dslc_fail": fail, "_dslc_diag": diag, "_dslc_W": npstruct.WORDS,
         "_dslc_addr": npstruct.data_address,
     }
@@ -549,7 +552,7 @@ def make_caller(signature: Signature | dict, c_func_address: int, py_func_addres
             raise ValueError(f"retarget: a non-zero address is needed, got {addr!r}")
         new = proto(addr)
         f._keepalive += (new,)
-        env["_dslc_fn"] = new           # the generated code reads it on every call
+        env["_dslc_fn"] = wrap(new)     # the generated code reads it on every call
         f.entry_address = addr
 
     f.retarget = retarget

@@ -24,6 +24,7 @@ MIN_FLOPS = 32 * 32 * 32          # m*n*k below which the call overhead is not w
 # in 160-200 us against 200-250 us for the generated row blocks (measured in turns with NumPy)
 GEMV_MIN = 1 << 20                # m*k below which the generated loops are kept
 _ROUTINES = ("sgemm", "dgemm", "sgemv", "dgemv")
+SYMBOL_PREFIX = "dslc_cblas_"     # generated code calls SYMBOL_PREFIX + routine
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
 
 _lock = threading.Lock()
@@ -65,7 +66,7 @@ def register_symbols() -> bool:
         if not _state.get("registered"):
             import llvmlite.binding as llvm
             for routine, address in _state["lib"][1].items():
-                llvm.add_symbol(f"dslc_cblas_{routine}", address)
+                llvm.add_symbol(SYMBOL_PREFIX + routine, address)
             _state["registered"] = True
     return True
 
@@ -74,4 +75,4 @@ def tag() -> str:
     return "blas-openblas64-gemv" if available() else "blas-none"
 
 
-__all__ = ["available", "register_symbols", "tag", "MIN_FLOPS", "GEMV_MIN"]
+__all__ = ["available", "register_symbols", "tag", "MIN_FLOPS", "GEMV_MIN", "SYMBOL_PREFIX"]

@@ -21,6 +21,20 @@ import sys
 IDLE_EXIT = 60.0
 
 
+def _continue_on_parent_death() -> None:
+    """The parent stops this process (SIGSTOP) while a kernel calling OpenBLAS runs
+    (compiler/tiering.py); should the parent die meanwhile, SIGCONT lets this process see the end
+    of its input and exit. Linux only (prctl PR_SET_PDEATHSIG); elsewhere nothing is stopped."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        import signal
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGCONT), 0, 0, 0)   # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def main() -> int:
     try:
         # beside the program's own threads, never before them (compiler/background.py); inherited
@@ -28,6 +42,7 @@ def main() -> int:
         os.setpriority(os.PRIO_PROCESS, 0, 19)
     except (AttributeError, OSError):
         pass
+    _continue_on_parent_death()
     import llvmlite.binding as llvm
     llvm.initialize_native_target()
     llvm.initialize_native_asmprinter()

@@ -799,7 +799,7 @@ class FunctionCodegen:
         if not (self.blas and ir.is_float(dt)):
             loops()
             return
-        from .blas import MIN_FLOPS, NO_TRANS, ROW_MAJOR, TRANS
+        from .blas import MIN_FLOPS, NO_TRANS, ROW_MAJOR, SYMBOL_PREFIX, TRANS
         one = self.i64(1)
         big = b.icmp_signed(">=", b.mul(b.mul(M, N), K), self.i64(MIN_FLOPS))
         ok = b.and_(b.and_(b.icmp_signed(">=", M, one), b.icmp_signed(">=", N, one)),
@@ -807,7 +807,7 @@ class FunctionCodegen:
         with b.if_else(ok) as (then, otherwise):
             with then:
                 ty = LLTYPE[dt]
-                name = "dslc_cblas_sgemm" if dt == "f32" else "dslc_cblas_dgemm"
+                name = SYMBOL_PREFIX + ("sgemm" if dt == "f32" else "dgemm")
                 fnty = ll.FunctionType(ll.VoidType(), [I32, I32, I32, I64, I64, I64, ty, PTR, I64, PTR, I64,
                                                        ty, PTR, I64])
                 f = self.module.globals.get(name) or ll.Function(self.module, fnty, name)
@@ -821,7 +821,7 @@ class FunctionCodegen:
     def blas_gemv(self, dt, M, K, A, x, y, otherwise):
         """y[M] = A[M, K] @ x[K] (row-major A, contiguous vectors) through BLAS's gemv when the
         module may call BLAS and A has at least GEMV_MIN elements; else `otherwise()`."""
-        from .blas import GEMV_MIN, NO_TRANS, ROW_MAJOR
+        from .blas import GEMV_MIN, NO_TRANS, ROW_MAJOR, SYMBOL_PREFIX
         b, one = self.b, self.i64(1)
         if not (self.blas and ir.is_float(dt)):
             return otherwise()
@@ -830,7 +830,7 @@ class FunctionCodegen:
         with b.if_else(ok) as (then, other):
             with then:
                 ty = LLTYPE[dt]
-                name = "dslc_cblas_sgemv" if dt == "f32" else "dslc_cblas_dgemv"
+                name = SYMBOL_PREFIX + ("sgemv" if dt == "f32" else "dgemv")
                 fnty = ll.FunctionType(ll.VoidType(), [I32, I32, I64, I64, ty, PTR, I64, PTR, I64, ty, PTR, I64])
                 f = self.module.globals.get(name) or ll.Function(self.module, fnty, name)
                 b.call(f, [ll.Constant(I32, ROW_MAJOR), ll.Constant(I32, NO_TRANS), M, K, ll.Constant(ty, 1.0),
