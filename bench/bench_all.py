@@ -288,6 +288,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--quick", action="store_true", help="smaller B1 (10^6) for a smoke run")
+    ap.add_argument("--compile-only", action="store_true",
+                    help="compile every row's kernel in the usual order, print the compile times, stop")
     ap.add_argument("--keep-cache", action="store_true",
                     help="use the usual disk cache (default: a fresh one, so compile times are cold)")
     args = ap.parse_args()
@@ -348,6 +350,10 @@ def main():
     mk("B6 jvp (call)", lambda: b6v, lambda k: k.jvp(xs, xs), lambda o: close(o[1], 2 * xs * xs, 1e-6))
     mk("B6 grad (call)", lambda: grad(b6), lambda k: k(xs), lambda o: close(o, 2 * xs, 1e-6))
 
+    if args.compile_only:
+        print_compile_times(compile_t, args.keep_cache)
+        return
+
     rows = {
         "B1 primal": {"numpy": lambda: np_b1(x)}, "B1 jvp": {"numpy": lambda: np_b1_jvp(x, v)},
         "B1 grad": {"numpy": lambda: np_b1_grad(x)}, "B2 primal": {"numpy": lambda: np_b2(W, b, X)},
@@ -400,12 +406,16 @@ def main():
             line += f"{(f'{d / o:.2f}x' if ok else '-'):>12s}"
         print(line)
     print()
-    print("dslc compile times (first call: front end + AD + LLVM O3 + JIT; disk cache " +
-          ("as found" if args.keep_cache else "empty: cold") + "):")
-    for name, t in compile_t.items():
-        print(f"  {name:18s} {fmt(t)}")
+    print_compile_times(compile_t, args.keep_cache)
     print(f"DSLC_NUM_THREADS={threads}")
     print_goals(res, compile_t)
+
+
+def print_compile_times(compile_t, keep_cache):
+    print("dslc compile times (first call: front end + AD + LLVM O3 + JIT; disk cache " +
+          ("as found" if keep_cache else "empty: cold") + "):")
+    for name, t in compile_t.items():
+        print(f"  {name:18s} {fmt(t)}")
 
 
 # issue 7's goals; JAX's anchors (measured on this project's machines) stand in where JAX is absent

@@ -4,7 +4,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from . import cache, ir, tiering
+from . import background, cache, ir, tiering
 from .codegen import llvm as backend
 from .codegen import blas, denormals, runtime_module
 from .diagnostics import DslTypeError
@@ -99,27 +99,28 @@ def compile_function(fn: ir.Function, boundscheck: bool = True, use_cache: bool 
             runtime_module.ensure_loaded(jit, runtime_module.used_by(obj))   # what its calls resolve to
             jit.add_object(symbol, obj)
             return loaded(meta["signature"])
-        module, sites = backend.build_module(fn, symbol, boundscheck, name=symbol, vector_math="host", blas=True,
-                                             threads=True, shared_runtime=True,
-                                             flush_denormals=denormals.requested())
-        sig = signature_of(fn, symbol, sites)
-        jit.signatures[symbol] = sig
-        if any(name.startswith(blas.SYMBOL_PREFIX) for name in module.globals):
-            _calls_blas.add(symbol)
-        runtime_module.ensure_loaded(jit, runtime_module.used_by(module))
-        ref = backend.parse_and_optimise(module, jit.tm)
-        ref.name = symbol
-        directory = cache.cache_dir()
+        with background.foreground():      # background processes wait (background.py)
+            module, sites = backend.build_module(fn, symbol, boundscheck, name=symbol, vector_math="host",
+                                                 blas=True, threads=True, shared_runtime=True,
+                                                 flush_denormals=denormals.requested())
+            sig = signature_of(fn, symbol, sites)
+            jit.signatures[symbol] = sig
+            if any(name.startswith(blas.SYMBOL_PREFIX) for name in module.globals):
+                _calls_blas.add(symbol)
+            runtime_module.ensure_loaded(jit, runtime_module.used_by(module))
+            ref = backend.parse_and_optimise(module, jit.tm)
+            ref.name = symbol
+            directory = cache.cache_dir()
 
-        def store(obj: bytes):
-            if use_cache and obj:
-                cache.store(key, obj, {"signature": sig}, directory)
+            def store(obj: bytes):
+                if use_cache and obj:
+                    cache.store(key, obj, {"signature": sig}, directory)
 
-        if not tiering.enabled():
-            store(jit.add_llvm(ref))
-            return loaded(sig)
-        c_address, py_address, upgrade = tiering.compile_first_tier(jit, ref, symbol, store)
-        compiled = Compiled(symbol, sig, c_address, py_address, cached, upgrade, symbol in _calls_blas)
-        _first_tier[symbol] = compiled
-        upgrade.then(lambda *_: _first_tier.pop(symbol, None))
-        return compiled
+            if not tiering.enabled():
+                store(jit.add_llvm(ref))
+                return loaded(sig)
+            c_address, py_address, upgrade = tiering.compile_first_tier(jit, ref, symbol, store)
+            compiled = Compiled(symbol, sig, c_address, py_address, cached, upgrade, symbol in _calls_blas)
+            _first_tier[symbol] = compiled
+            upgrade.then(lambda *_: _first_tier.pop(symbol, None))
+            return compiled

@@ -19,13 +19,10 @@ generates it on the background thread, without the child process.
 from __future__ import annotations
 
 import os
-import signal
-import sys
 import threading
-from time import monotonic as _now
 
-# Linux only: there the server continues if this process dies while it is stopped (emit_server.py)
-_SIGSTOP, _SIGCONT = (signal.SIGSTOP, signal.SIGCONT) if sys.platform.startswith("linux") else (None, None)
+from . import background
+
 #: seconds the interpreter's exit may wait for final code still being generated (for the disk cache)
 EXIT_BUDGET = 5.0
 
@@ -131,20 +128,20 @@ class _Server:
         args = [sys.executable, script, cpu, features] + ([str(idle_exit)] if idle_exit is not None else [])
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL)
-        self.in_flight = False         # a module sent, its reply not read yet
-        self.sent_at = self.stopped_at = self.stopped_s = 0.0   # seconds (_now) and stopped since sent_at
+        self.work = None               # a module sent, its reply not read yet (background.Work)
 
     def send(self, text: str, optimise: bool = False) -> None:
         """Send a module, to be optimised first if `optimise` (raises OSError if the server is
         gone)."""
         import struct
         data = (b"O" if optimise else b"e") + text.encode()
-        with _hold_lock:
-            self.in_flight, self.sent_at, self.stopped_s = True, _now(), 0.0
-            if _holders:                   # a kernel calling OpenBLAS is running
-                _stop(self)
-        self.proc.stdin.write(struct.pack("<Q", len(data)) + data)
-        self.proc.stdin.flush()
+        self.work = background.begin(self.proc.send_signal)    # stopped while the program waits
+        try:
+            self.proc.stdin.write(struct.pack("<Q", len(data)) + data)
+            self.proc.stdin.flush()
+        except OSError:
+            background.end(self.work)
+            raise
 
     def receive(self):
         """The object code of the module sent; None if the server reported an error; raises
@@ -153,7 +150,8 @@ class _Server:
         try:
             return self._reply()
         finally:
-            self.in_flight = False
+            background.end(self.work)
+            self.work = None
 
     def _reply(self):
         import select
@@ -204,71 +202,6 @@ def _server():
         _server_failures = MAX_SERVER_FAILURES
         return None
     return _the_server
-
-
-# ---- the server stopped while OpenBLAS runs ---------------------------------------------------------
-# OpenBLAS's threads wait for each other with sched_yield, and beside the nice-19 server each
-# wake-up can wait out the server's time slice: B4's gradient, 6-10 ms, took 60-75 ms in about half
-# of its first calls (docs/performance.md). A kernel that calls OpenBLAS therefore stops the server
-# (SIGSTOP) while it runs and the server has work; the server continues when the last such call
-# returns (a module sent during such a call stops it at once), and, should this process die
-# meanwhile, on its parent's death (emit_server.py).
-_hold_lock = threading.Lock()
-_holders = 0
-_stopped = None                        # the _Server, while stopped by _hold
-
-
-def _hold() -> None:
-    global _holders
-    with _hold_lock:
-        _holders += 1
-        if _holders == 1:
-            _stop(_the_server)
-
-
-def _stop(server) -> None:
-    """Stop `server` if it is working on a module and has run at least as long as it was stopped
-    (a program calling such kernels back to back still gets its final code); the caller holds
-    _hold_lock."""
-    global _stopped
-    if server is None or not server.in_flight or _stopped is not None:
-        return
-    now = _now()
-    if server.stopped_s > now - server.sent_at - server.stopped_s:
-        return
-    try:
-        server.proc.send_signal(_SIGSTOP)
-    except OSError:
-        return
-    _stopped, server.stopped_at = server, now
-
-
-def _release() -> None:
-    global _holders, _stopped
-    with _hold_lock:
-        _holders -= 1
-        if _holders == 0 and _stopped is not None:
-            server, _stopped = _stopped, None
-            server.stopped_s += _now() - server.stopped_at
-            try:
-                server.proc.send_signal(_SIGCONT)
-            except OSError:
-                pass
-
-
-def pausing_server(entry):
-    """`entry` (a ctypes function: a kernel's native entry point that calls OpenBLAS), wrapped to
-    stop the final-code server while it runs whenever the server works on a module."""
-    if _SIGSTOP is None:
-        return entry
-
-    def call(*args):
-        _hold()
-        try:
-            return entry(*args)
-        finally:
-            _release()
-    return call
 
 
 # ---- the background thread --------------------------------------------------------------------------
@@ -325,8 +258,7 @@ def _enqueue(job, later: bool = False) -> None:
 
 def _work() -> None:
     global _worker, _busy
-    from .background import lower_this_thread
-    lower_this_thread()                # and the server it starts
+    background.lower_this_thread()     # and the server it starts
     while True:
         past = _past_exit_budget()
         with _cond:
@@ -358,16 +290,13 @@ def _work() -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _cond, _worker, _busy, _the_server, _jobs, _later, _hold_lock, _holders, _stopped
+    global _cond, _worker, _busy, _the_server, _jobs, _later
     _cond = threading.Condition()
     _jobs = []
     _later = []
     _worker = None
     _busy = False
     _the_server = None                 # the parent's: its pipes are not this process's to use
-    _hold_lock = threading.Lock()
-    _holders = 0
-    _stopped = None
 
 
 if hasattr(os, "register_at_fork"):
@@ -381,5 +310,4 @@ def wait(timeout: float | None = None) -> bool:
         return _cond.wait_for(lambda: not _jobs and not _later and not _busy, timeout)
 
 
-__all__ = ["Upgrade", "compile_first_tier", "compile_in_background", "enabled", "pausing_server", "wait",
-           "EXIT_BUDGET"]
+__all__ = ["Upgrade", "compile_first_tier", "compile_in_background", "enabled", "wait", "EXIT_BUDGET"]

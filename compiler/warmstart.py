@@ -433,7 +433,6 @@ def _library_ok(record: dict, directory: str | None) -> bool:
 
 
 def _link(cc: str, obj: bytes, blas: bool, directory: str, runtime=()) -> bytes | None:
-    import subprocess
     import tempfile
     with tempfile.TemporaryDirectory(prefix="dslc-warm-") as tmp:
         o, so = os.path.join(tmp, "k.o"), os.path.join(tmp, "k.so")
@@ -452,17 +451,41 @@ def _link(cc: str, obj: bytes, blas: bool, directory: str, runtime=()) -> bytes 
             cmd += ["-O2", "-fPIC", c]
         # the JIT's objects are not position-independent: let the loader relocate the text
         cmd += ["-Wl,-z,notext"] + (["-lmvec"] if b"_ZGV" in obj else []) + ["-lm", "-lpthread"]
-        try:
-            r = subprocess.run(cmd, capture_output=True, timeout=120)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        if r.returncode != 0:
+        if _run_in_background(cmd) != 0:
             return None
         try:
             with open(so, "rb") as f:
                 return f.read()
         except OSError:
             return None
+
+
+def _run_in_background(cmd, timeout: float = 120) -> int | None:
+    """Run `cmd` (the C compiler and linker) in a process group of its own, so that it can be
+    stopped as a whole while the program waits (background.py); its exit status (None: it could
+    not run or timed out)."""
+    import subprocess
+    from . import background
+    group = {"process_group": 0} if sys.version_info >= (3, 11) else {"preexec_fn": os.setpgrp}
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **group)
+    except OSError:
+        return None
+
+    def signal_group(sig):
+        if proc.poll() is None:
+            os.killpg(proc.pid, sig)
+
+    work = background.begin(signal_group)
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        import signal
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return None
+    finally:
+        background.end(work)
 
 
 def _after_fork_in_child():

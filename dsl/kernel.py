@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
-from compiler import tiering, warmstart
+from compiler import background, warmstart
 from compiler.diagnostics import DslTypeError
 
 from .dtypes import ParamType
@@ -175,7 +175,7 @@ class KernelBase:
             compiled = compile_function(fn, self.boundscheck)
         c = make_caller(Signature.from_json(compiled.signature), compiled.c_address,
                         compiled.py_address or None, target_name=self.name,
-                        wrap_entry=tiering.pausing_server if getattr(compiled, "calls_blas", False) else None)
+                        wrap_entry=background.pausing if getattr(compiled, "calls_blas", False) else None)
         upgrade = getattr(compiled, "upgrade", None)
         if upgrade is not None:             # first-tier code: switch to the final code when it is loaded
             upgrade.then(lambda c_address, py_address: c.retarget(c_address, py_address or None))

@@ -22,9 +22,9 @@ IDLE_EXIT = 60.0
 
 
 def _continue_on_parent_death() -> None:
-    """The parent stops this process (SIGSTOP) while a kernel calling OpenBLAS runs
-    (compiler/tiering.py); should the parent die meanwhile, SIGCONT lets this process see the end
-    of its input and exit. Linux only (prctl PR_SET_PDEATHSIG); elsewhere nothing is stopped."""
+    """The parent stops this process (SIGSTOP) while it waits for a compile or a kernel calling
+    OpenBLAS (compiler/background.py); should the parent die meanwhile, SIGCONT lets this process
+    see the end of its input and exit. Linux only (prctl PR_SET_PDEATHSIG), as is the stopping."""
     if not sys.platform.startswith("linux"):
         return
     try:
