@@ -250,18 +250,47 @@ def test_negative_indices(n, data):
     np.testing.assert_array_equal(row_implicit(A, r), A[r])
 
 
+@kernel
+def gather(x: f64[n], idx: i64[m]) -> f64[m]:
+    y = zeros(m)
+    for i in range(m):
+        y[i] = x[idx[i]]
+    return y
+
+
+@kernel
+def add_two(x: f64[n], y: f64[m]) -> f64[n]:
+    return x + y
+
+
 def test_index_out_of_bounds():
     x = rand(4)
     for i in (4, -5, 10**12, -(10**12)):
         with pytest.raises(IndexError) as ei:
             get_elem(x, i)
         assert "test_lang_arrays.py:" in str(ei.value)
+        assert f"index {i} is out of bounds for axis of size 4" in str(ei.value)
+        assert ei.value.details == (i, 4)
     with pytest.raises(IndexError):
         get_elem(np.zeros(0), 0)
     with pytest.raises(IndexError):
         get_elem2(rand(2, 3), 1, 3)
     with pytest.raises(IndexError):
         row_col(rand(2, 3), 2, 0)
+
+
+def test_error_details_from_a_threaded_loop_and_a_shape_check():
+    """The values an error message shows come from the failing site, also when a worker
+    thread's chunk of a parallel loop fails."""
+    x, idx = rand(100_000), np.arange(300_000, dtype=np.int64) % 100_000
+    idx[234_567] = 10**6
+    with pytest.raises(IndexError) as ei:
+        gather(x, idx)
+    assert "index 1000000 is out of bounds for axis of size 100000" in str(ei.value)
+    assert "y[i] = x[idx[i]]" in str(ei.value)
+    with pytest.raises(ValueError) as ei:
+        add_two(rand(3), rand(4))
+    assert "(extents 3 and 4)" in str(ei.value), str(ei.value)
 
 
 def test_shape_len_and_slice_arith():
