@@ -222,3 +222,29 @@ def test_a_large_matrix_vector_product(k, n):
     from compiler.codegen import blas
     if blas.available():
         assert ("dslc_cblas_" + ("s" if dt is np.float32 else "d") + "gemv") in k.lower(W, b, X).llvm()
+
+
+@kernel
+def two_products(A: f32[n, k], dA: f32[n, k], x: f32[k], y: f32[k]) -> f32[n]:
+    return A @ y + dA @ x
+
+
+@kernel
+def vector_matrix(g: f32[n], A: f32[n, k]) -> f32[k]:
+    return g @ A
+
+
+def test_products_beside_other_threaded_work_keep_the_generated_loops():
+    """Only a kernel's single matrix-vector product calls gemv, and a vector @ matrix product
+    never calls sgemm: OpenBLAS's threads spin after a call and take the CPUs from the kernel's
+    own threaded loops (docs/performance.md)."""
+    rng = np.random.default_rng(5)
+    A, dA = rng.standard_normal((2048, 512)).astype(np.float32), rng.standard_normal((2048, 512)).astype(np.float32)
+    x, y = rng.standard_normal(512).astype(np.float32), rng.standard_normal(512).astype(np.float32)
+    g = rng.standard_normal(2048).astype(np.float32)
+    f64 = np.float64
+    np.testing.assert_allclose(two_products(A, dA, x, y), A.astype(f64) @ y + dA.astype(f64) @ x,
+                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(vector_matrix(g, A), g.astype(f64) @ A, rtol=1e-4, atol=1e-3)
+    assert "dslc_cblas_" not in two_products.lower(A, dA, x, y).llvm()
+    assert "dslc_cblas_" not in vector_matrix.lower(g, A).llvm()

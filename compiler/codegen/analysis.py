@@ -21,6 +21,7 @@ class Analysis:
         for p in fn.params:
             self.value_block[p] = fn.body
         self._walk(fn.body)
+        self.products = sum(op.prim == "matmul" for op in self.pos)   # matrix products, anywhere
         self._fused = {}
         self.reduce_group = {}             # full reduction -> its group (ops, in order)
         self._group_reductions(fn.body)

@@ -786,9 +786,9 @@ class FunctionCodegen:
         C[i*ldc + j]. Large products call BLAS when the module may (JIT); the rest run the
         loop nest i-p-j (the inner loop streams a row of B and of C and vectorises)."""
         b = self.b
+        one_row = isinstance(M, ll.Constant) and M.constant == 1
 
         def loops():
-            one_row = isinstance(M, ll.Constant) and M.constant == 1
             if one_row and not tb and self._vecmat(dt, N, K, [(A, ta, lda)], B, ldb, [C]):
                 return
             sa_i, sa_p = gemm_loops.a_strides(ta, lda)
@@ -807,7 +807,10 @@ class FunctionCodegen:
                 self.parallel_loop([M], lambda idx, _: gemm_loops.emit_row(
                     self.b, idx[0], N, K, A, sa_i, sa_p, B, tb, ldb, C, ldc), work=self.b.mul(N, K))
 
-        if not (self.blas and ir.is_float(dt)):
+        if not (self.blas and ir.is_float(dt)) or (one_row and not tb):
+            # a vector @ matrix product stays here: OpenBLAS's sgemm with one row does not turn
+            # into gemv, and its spinning threads slowed the kernel's own threaded loops (B2's
+            # VJP, g @ inputs: 875 us through sgemm against 393 us)
             loops()
             return
         from .blas import MIN_FLOPS, NO_TRANS, ROW_MAJOR, SYMBOL_PREFIX, TRANS

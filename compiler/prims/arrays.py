@@ -295,9 +295,12 @@ def _matvecs(cg, dt, A, xs, outs, a_value=None):
             with otherwise:
                 _row_blocks(cg, dt, A, xs, outs)
         return
-    if len(xs) == 1 and len(cg.scopes) == 1 and not cg.in_parallel:
-        # once per call, a single vector: a big product is BLAS's threaded gemv (a group of
-        # vectors keeps the row blocks, which read A once for all of them)
+    if len(xs) == 1 and len(cg.scopes) == 1 and not cg.in_parallel and cg.info.products == 1:
+        # once per call, a single vector, the kernel's only product: a big product is BLAS's
+        # threaded gemv (a group of vectors keeps the row blocks, which read A once for all of
+        # them). Only product: OpenBLAS's threads spin for ~0.1 s after a call and take the CPUs
+        # from dslc's own threaded loops after it (B2's JVP ran 717 us with gemv for dA @ x
+        # against 229 us without, its VJP 1047 against 393 us).
         m, k = A.dims
         cg.blas_gemv(dt, m, k, A.ptr, xs[0].ptr, outs[0].ptr, lambda: _row_blocks(cg, dt, A, xs, outs))
         return
