@@ -248,3 +248,30 @@ def test_products_beside_other_threaded_work_keep_the_generated_loops():
     np.testing.assert_allclose(vector_matrix(g, A), g.astype(f64) @ A, rtol=1e-4, atol=1e-3)
     assert "dslc_cblas_" not in two_products.lower(A, dA, x, y).llvm()
     assert "dslc_cblas_" not in vector_matrix.lower(g, A).llvm()
+
+
+@kernel
+def tanh_layer_sum(X: f32[n, d], W: f32[d, h]) -> f32:
+    return sum(tanh(X @ W))
+
+
+@kernel
+def tanh_sum(X: f32[n, d]) -> f32:
+    return sum(tanh(X))
+
+
+def test_a_kernel_calling_blas_leaves_the_threads_to_it():
+    """OpenBLAS's threads spin after a call: a kernel that calls BLAS runs its own loop nests as
+    one chunk on the calling thread (codegen/llvm.py build_module); others keep their threads."""
+    from compiler.codegen import blas
+    rng = np.random.default_rng(11)
+    X, W = rng.standard_normal((1024, 256)).astype(np.float32), (rng.standard_normal((256, 256)) / 16).astype(np.float32)
+    want = np.sum(np.tanh(X.astype(np.float64) @ W.astype(np.float64)))
+    np.testing.assert_allclose(tanh_layer_sum(X, W), want, rtol=1e-4)
+    np.testing.assert_allclose(tanh_sum(X), np.sum(np.tanh(X.astype(np.float64))), rtol=1e-4)
+    assert "dslc.par.run" in tanh_sum.lower(X).llvm()
+    text = tanh_layer_sum.lower(X, W).llvm()
+    if blas.available():
+        assert "dslc_cblas_sgemm" in text and "dslc.par.run" not in text
+    else:
+        assert "dslc.par.run" in text

@@ -60,8 +60,11 @@ class FunctionCodegen:
 
     def __init__(self, module: ll.Module, fn: ir.Function, symbol: str, boundscheck: bool = True,
                  vector_isas=(), blas: bool = False, threads: bool = False, shared_runtime: bool = False,
-                 flush_denormals: bool = False):
+                 flush_denormals: bool = False, one_chunk: bool = False):
         self.module, self.fn, self.symbol = module, fn, symbol
+        # loop nests keep their outlined chunk function but run it once, on the calling thread
+        # (a kernel that calls BLAS: llvm.build_module)
+        self.one_chunk = one_chunk
         # entry points and worker chunks set FTZ/DAZ around their work (denormals.py; x86 only)
         self.flush_denormals = flush_denormals
         self.threads = threads            # big loop nests may run on several CPU threads (parallel.py)
@@ -679,7 +682,7 @@ class FunctionCodegen:
         return [f] + idx[::-1]
 
     def _chunk_count(self, n0, total):
-        return parallel.chunk_count(self.b, n0, total)
+        return self.i64(1) if self.one_chunk else parallel.chunk_count(self.b, n0, total)
 
     def _partials_buffer(self, dtype):
         return self._entry_alloca(ll.ArrayType(LLTYPE[dtype], parallel.MAX_CHUNKS))
@@ -1133,8 +1136,9 @@ def _load_captures(sub: ll.Function, captured: list, ctx_t):
 
 def generate(module: ll.Module, fn: ir.Function, symbol: str, boundscheck: bool = True,
              vector_isas=(), blas: bool = False, threads: bool = False,
-             shared_runtime: bool = False, flush_denormals: bool = False) -> FunctionCodegen:
+             shared_runtime: bool = False, flush_denormals: bool = False,
+             one_chunk: bool = False) -> FunctionCodegen:
     cg = FunctionCodegen(module, fn, symbol, boundscheck, vector_isas, blas, threads, shared_runtime,
-                         flush_denormals)
+                         flush_denormals, one_chunk)
     cg.build()
     return cg

@@ -10,7 +10,7 @@ from llvmlite import ir as ll
 
 from .. import ir
 from . import blas as _blas
-from . import denormals, vmath
+from . import denormals, parallel, vmath
 from .function import I8, I32, I64, LLTYPE, MEMTYPE, PTR, generate
 from .ir_pipeline import optimise, without_fast_math  # noqa: F401 - part of this module's API
 
@@ -123,11 +123,22 @@ def build_module(fn: ir.Function, symbol: str, boundscheck: bool = True, py_tram
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", symbol):
         raise ValueError(f"invalid entry-point name {symbol!r}")   # LLVM would abort the process
     initialise()
-    module = ll.Module(name=name)
-    module.triple = llvm.get_process_triple()
     isas = vmath.host_isas() if vector_math == "host" else tuple(vector_math or ())
-    cg = generate(module, fn, symbol, boundscheck, isas, bool(blas) and _blas.register_symbols(), threads,
-                  shared_runtime, flush_denormals)
+    blas = bool(blas) and _blas.register_symbols()
+
+    def attempt(one_chunk):
+        module = ll.Module(name=name)
+        module.triple = llvm.get_process_triple()
+        return module, generate(module, fn, symbol, boundscheck, isas, blas, threads, shared_runtime,
+                                flush_denormals, one_chunk)
+
+    module, cg = attempt(False)
+    if threads and blas and parallel.RUN in module.globals and any(
+            n.startswith(_blas.SYMBOL_PREFIX) for n in module.globals):
+        # OpenBLAS's worker threads spin for ~0.1 s after each call and take the CPUs from the
+        # kernel's own threaded loops (B4's gradient: 3.4 ms with both, 1.7-1.8 ms with its loops
+        # on one thread): a kernel that calls BLAS leaves the threads to OpenBLAS
+        module, cg = attempt(True)
     vmath.finish(module)
     if py_trampoline:
         add_py_trampoline(module, fn, cg.entry, symbol + "__py")
