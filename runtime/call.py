@@ -40,7 +40,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from . import npstruct
+from . import buffers, npstruct
 from .abi import (CTYPES, FLOAT_DTYPES, INT_DTYPES, INT_RANGES, NUMPY_DTYPES, NUMPY_SCALAR_TYPES,
                   Signature, Site, dim_args, dim_names, eval_dim, format_dim, is_compound_dim)
 
@@ -390,7 +390,7 @@ def make_caller(signature: Signature | dict, c_func_address: int, py_func_addres
         "__name__": __name__,
         "_dslc_type": type, "_dslc_id": id, "_dslc_nd": _ND, "_dslc_int": int, "_dslc_float": float,
         "_dslc_bool": bool, "_dslc_max": max, "_dslc_min": min,
-        "_dslc_asc": np.ascontiguousarray, "_dslc_empty": np.empty,
+        "_dslc_asc": np.ascontiguousarray, "_dslc_empty": buffers.empty,
         "_dslc_fn": wrap(cfunc), "_dslc_pop": pool.pop, "_dslc_push": pool.append, "_dslc_newbuf": new_scratch,
         "_dslc_fail": fail, "_dslc_diag": diag, "_dslc_W": npstruct.WORDS,
         "_dslc_addr": npstruct.data_address,
