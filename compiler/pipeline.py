@@ -94,7 +94,7 @@ def compile_function(fn: ir.Function, boundscheck: bool = True, use_cache: bool 
         hit = cache.load(key) if use_cache else None
         if hit is not None:
             obj, meta = hit
-            if blas.SYMBOL_PREFIX.encode() in obj:
+            if blas.called_by(obj):
                 _calls_blas.add(symbol)
             runtime_module.ensure_loaded(jit, runtime_module.used_by(obj))   # what its calls resolve to
             jit.add_object(symbol, obj)
@@ -105,7 +105,7 @@ def compile_function(fn: ir.Function, boundscheck: bool = True, use_cache: bool 
                                                  flush_denormals=denormals.requested())
             sig = signature_of(fn, symbol, sites)
             jit.signatures[symbol] = sig
-            if any(name.startswith(blas.SYMBOL_PREFIX) for name in module.globals):
+            if blas.called_by(module):
                 _calls_blas.add(symbol)
             runtime_module.ensure_loaded(jit, runtime_module.used_by(module))
             ref = backend.parse_and_optimise(module, jit.tm)

@@ -391,7 +391,8 @@ def _build(directory, key, object_key, record, static):
     if not cc:
         _no_cc = True
         return
-    blas = b"dslc_cblas_" in obj
+    from .codegen import blas as _blas
+    blas = _blas.called_by(obj)
     from .codegen import runtime_module           # the pieces it calls: this process has them
     runtime = runtime_module.object_code(runtime_module.used_by(obj))
     if runtime is None:

@@ -218,7 +218,8 @@ class KernelBase:
             sig = Signature.from_json(rec["signature"])
         except Exception:                      # anything odd in the cache: compile instead
             return None
-        return make_caller(sig, addresses[0], addresses[1] or None, target_name=self.name)
+        return make_caller(sig, addresses[0], addresses[1] or None, target_name=self.name,
+                           wrap_entry=background.pausing if rec.get("blas") else None)
 
     def _source_kernels(self) -> dict:
         """{source id: kernel} along this kernel's `base` chain (who resolved names when lowering)."""

@@ -71,8 +71,15 @@ def register_symbols() -> bool:
     return True
 
 
+def called_by(code) -> bool:
+    """Whether a kernel's LLVM module (ll.Module) or object code (bytes) calls BLAS."""
+    if isinstance(code, (bytes, bytearray)):
+        return SYMBOL_PREFIX.encode() in code
+    return any(name.startswith(SYMBOL_PREFIX) for name in code.globals)
+
+
 def tag() -> str:
     return "blas-openblas64-gemv" if available() else "blas-none"
 
 
-__all__ = ["available", "register_symbols", "tag", "MIN_FLOPS", "GEMV_MIN", "SYMBOL_PREFIX"]
+__all__ = ["available", "called_by", "register_symbols", "tag", "MIN_FLOPS", "GEMV_MIN", "SYMBOL_PREFIX"]

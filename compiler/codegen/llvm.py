@@ -133,8 +133,7 @@ def build_module(fn: ir.Function, symbol: str, boundscheck: bool = True, py_tram
                                 flush_denormals, one_chunk)
 
     module, cg = attempt(False)
-    if threads and blas and parallel.RUN in module.globals and any(
-            n.startswith(_blas.SYMBOL_PREFIX) for n in module.globals):
+    if threads and blas and parallel.RUN in module.globals and _blas.called_by(module):
         # OpenBLAS's worker threads spin for ~0.1 s after each call and take the CPUs from the
         # kernel's own threaded loops (B4's gradient: 3.4 ms with both, 1.7-1.8 ms with its loops
         # on one thread): a kernel that calls BLAS leaves the threads to OpenBLAS
