@@ -360,6 +360,18 @@ def test_jacrev_matches_jacfwd_through_a_loop():
     np.testing.assert_allclose(jacrev(cumulative)(x), jacfwd(cumulative)(x), rtol=1e-12, atol=1e-14)
 
 
+def test_jacrev_of_grad_through_a_loop():
+    """Reverse over reverse: the outer, vector-mode sweep slices the inner sweep's tapes of
+    cotangents (a slice's extents were probed with batched zeros: a type error)."""
+    rng = np.random.default_rng(4)
+    d = 4
+    x0, A = rng.standard_normal(d), rng.standard_normal((d, d)) / 2
+    gx = grad(euler)
+    H = jacrev(gx)(x0, A, 0.1, 30)
+    cols = [(gx(x0 + e, A, 0.1, 30) - gx(x0 - e, A, 0.1, 30)) / 2e-6 for e in np.eye(d) * 1e-6]
+    np.testing.assert_allclose(H, np.stack(cols, axis=1), rtol=1e-5, atol=1e-7)
+
+
 _MEMORY_PROBE = textwrap.dedent('''
     from __future__ import annotations
     import resource, sys

@@ -107,7 +107,9 @@ def _shape_dims(tc: TransposeContext, op: ir.Op, linear: set) -> list:
         return tc.dims(op.operands[0])
     if op.prim == "slice":
         x = op.operands[0]
-        probe = b.emit1("slice", [tc.zeros(x)] + [tc.primal(o) for o in op.operands[1:]], op.attrs)
+        # zeros of x's own shape (in vector mode tc.zeros(x) has the basis axis in front)
+        z = b.broadcast_to(b.const(0, x.type.dtype), x.type.shape, tc.dims(x), bdims=())
+        probe = b.emit1("slice", [z] + [tc.primal(o) for o in op.operands[1:]], op.attrs)
         return b.dims_of(probe)
     if op.prim == "reshape":
         return [tc.primal(d) for d in op.operands[1:]]
