@@ -2,6 +2,7 @@
 calls; section 3: annotations, unannotated parameters, one compiled kernel for all extents."""
 from __future__ import annotations
 
+import re
 import textwrap
 
 import numpy as np
@@ -717,3 +718,40 @@ def test_outer_carry_moved_into_an_inner_loop(outer, inner):
         want2 = want2 + 2.0 * 0.5 ** inner
     np.testing.assert_allclose(carried_through_inner_loop(M, x, outer, inner), want, rtol=1e-15)
     np.testing.assert_allclose(unchanged_through_inner_loop(M, x, outer, inner), want2, rtol=1e-15)
+
+
+@kernel
+def carries_rotated(x: f64[n], steps: i64) -> (f64[n], f64[n], f64[n]):
+    a, b, c = x, x * 2.0, x + 1.0
+    for t in range(steps):
+        a, b, c = b, c, a            # a rotation: each buffer changes slots, none is copied
+    return a, b, c
+
+
+@kernel
+def carries_shifted(x: f64[n], steps: i64) -> (f64[n], f64[n]):
+    a, b = x, x * 0.5
+    for t in range(steps):
+        a, b = b, tanh(a) + b        # a takes b's buffer; b's new value reads the old a and b
+        b = b * 1.0                  # materialised apart from the carry
+    return a, b
+
+
+@pytest.mark.parametrize("steps", [0, 1, 2, 3, 4, 7])
+def test_loop_carries_that_change_places(steps):
+    """A loop that yields one carried value in another's place moves its buffer there (no copy):
+    every value still ends where the loop put it."""
+    x = np.linspace(-1.0, 2.0, 6)
+    want = [x.copy(), x * 2.0, x + 1.0]
+    for _ in range(steps):
+        want = [want[1], want[2], want[0]]
+    for got, w in zip(carries_rotated(x, steps), want):
+        np.testing.assert_array_equal(got, w)
+    # no allocation site in the loop: the rotation copies nothing
+    assert not re.search(r"alloc\.grow[.\d]*:", carries_rotated.lower(x, steps).llvm(optimized=False))
+    a, b = x.copy(), x * 0.5
+    for _ in range(steps):
+        a, b = b, np.tanh(a) + b
+    ga, gb = carries_shifted(x, steps)
+    np.testing.assert_allclose(ga, a, rtol=1e-15)
+    np.testing.assert_allclose(gb, b, rtol=1e-15)

@@ -106,6 +106,7 @@ class _Carries:
         from ..codegen.function import ArrayVal
         cg = self.cg
         plans, copies = [], []
+        carried = list(region_args[len(region_args) - len(values):]) if region_args else []
         for k, (v, t, s) in enumerate(zip(values, self.types, self.slots)):
             if t.is_scalar:
                 plans.append(("scalar", cg.get(v)))
@@ -114,6 +115,10 @@ class _Carries:
             av = cg.get(v)
             if av.slot is buf and av.ptr is not None:
                 plans.append(("keep", av))
+            elif _takeable(v, k, carried, values):
+                # the carried value of another position, whose slot gets a new buffer: its
+                # buffer changes slots (a loop that swaps two carries copies nothing)
+                plans.append(("take", self.slots[carried.index(v)]))
             elif av.ptr is not None and av.slot is not None and av.slot in scope \
                     and sum(x is v for x in values) == 1:
                 plans.append(("move", av))
@@ -128,6 +133,12 @@ class _Carries:
                 copies.append((v, new))
                 plans.append(("move", new))
         cg.copy_many(copies)
+        # buffers changing slots, read before any slot is written
+        taken = {}
+        for kind, x in plans:
+            if kind == "take":
+                src, src_dims = x
+                taken[id(src)] = (cg.b.load(src), [cg.b.load(d) for d in src_dims])
         # every new value is computed before any old buffer is released
         for (kind, x), t, s in zip(plans, self.types, self.slots):
             if kind == "scalar":
@@ -136,6 +147,16 @@ class _Carries:
             if kind == "in place":
                 continue
             buf, dslots = s
+            if kind == "take":
+                if id(buf) not in taken:          # its own old buffer is nobody's now
+                    cg._free_slot(buf)
+                ptr, dims = taken[id(x[0])]
+                cg.b.store(ptr, buf)
+                for d, ds in zip(dims, dslots):
+                    cg.b.store(d, ds)
+                continue
+            if id(buf) in taken:                  # its old buffer went to another slot: not freed
+                cg.b.store(ll.Constant(buf.type.pointee, None), buf)
             if kind == "move":
                 cap = cg.slot_caps.get(id(x.slot))
                 if cap is not None:
@@ -154,6 +175,14 @@ class _Carries:
                     cg.b.store(ll.Constant(x.slot.type.pointee, None), x.slot)
             for d, ds in zip(x.dims, dslots):
                 cg.b.store(d, ds)
+
+
+def _takeable(v, k, carried, values) -> bool:
+    """Whether position k's new value v is, once, the carried value of another position j: then
+    j's old buffer can move to slot k. j's own new value cannot be written over that buffer
+    (`_in_place_ok` refuses a buffer another yielded value reads), and a new value reading it is
+    materialised before any buffer changes slots."""
+    return v in carried and carried.index(v) != k and sum(x is v for x in values) == 1
 
 
 def _touches(cg, v, buf) -> bool:
