@@ -451,6 +451,10 @@ def _if(it, op, xs, env):
     return it.run_block(region, env, [])
 
 
+def _fork(it, op, xs, env):
+    return it.run_block(op.regions[0], env, []) + it.run_block(op.regions[1], env, [])
+
+
 _IMPL = {
     "add": _bin(lambda it, op, a, b: a + b),
     "sub": _bin(lambda it, op, a, b: a - b),
@@ -492,6 +496,7 @@ _IMPL = {
     "for": _for,
     "while": _while,
     "if": _if,
+    "fork": _fork,
 }
 
 

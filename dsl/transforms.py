@@ -103,7 +103,10 @@ class DerivedKernel(KernelBase):
 
     def _lower_ir(self, ptypes) -> ir.Function:
         nb = self.base._arity(ptypes)
-        fn = self._transform(self.base._lower_ir(tuple(ptypes[:nb])))
+        from compiler.prims.control import inline_forks
+        base = self.base._lower_ir(tuple(ptypes[:nb]))
+        inline_forks(base.body)             # the derivative passes see a fork as its two regions
+        fn = self._transform(base)
         fn.param_names = self.param_names(ptypes)
         return fn
 

@@ -213,6 +213,38 @@ class Reverse:
         shape = (ir.fresh_dim(), like.type.shape[axis])
         return b.broadcast_to(b.const(0, like.type.dtype), shape, [count, b.dim(like, axis)], bdims=())
 
+    def _states_read_back(self, op, residuals) -> list:
+        """Indices of the loop's primal carries that its linear ops depend on other than through
+        the taped residuals: the states the backward walk must load (the others' tapes are not
+        kept; e.g. the states, when only the gradient of A in `x = f(A @ x)` reads them)."""
+        region = op.regions[-1]
+        skip = 1 if op.prim == "for" else 0
+        n_p = self._n_primal(op)
+        position = {a: i for i, a in enumerate(region.args[skip:skip + n_p])}
+        top = {r: o for o in region.ops[:-1] for r in o.results}
+        taped = set(residuals)
+        work = []
+        for o in region.ops[:-1]:
+            if (o.regions and self._touches_linear(o)) or any(r in self.linear for r in o.results):
+                work += [v for v in _uses(o) if v not in self.linear]
+        need, seen = set(), set()
+        while work:
+            v = work.pop()
+            if v in seen or v in taped:
+                continue
+            seen.add(v)
+            if v in position:
+                need.add(position[v])
+            elif v in top:
+                work += list(_uses(top[v]))
+        return sorted(need)
+
+    def _placeholder(self, like: Value) -> Value:
+        """Zeros shaped like `like` (a state the walk does not read)."""
+        b = self.b
+        z = b.const(0, like.type.dtype)
+        return z if like.type.is_scalar else b.broadcast_to(z, like.type.shape, b.dims_of(like), bdims=())
+
     def _save(self, buf, state, slot):
         spec = "i" + "a" * state.type.rank
         return self.b.emit1("store", [buf, state, slot], {"spec": spec})
@@ -282,7 +314,7 @@ class Reverse:
         else:
             for r, o in zip(op.results[:n_p], final):
                 self.env[r] = o
-        return {"n": n, "k": k, "nck": nck, "bufs": outs[n_p:], "types": [v.type for v in inits]}
+        return {"n": n, "k": k, "nck": nck, "bufs": outs[n_p:], "types": [v.type for v in inits], "inits": inits}
 
     def _count_while(self, op, inits):
         """Run the primal `while` once, counting its trips: (count, final state)."""
@@ -352,40 +384,58 @@ class Reverse:
         n, k, nck, bufs, types = info["n"], info["k"], info["nck"], info["bufs"], info["types"]
         residuals = self._residuals(region)
 
-        def segment(r, args):
-            cts, accs = args[:nt], args[nt:]
-            s = b.binary("sub", b.binary("sub", nck, b.const(1, "i64")), r)
-            start = [self._load(buf, s, t) for buf, t in zip(bufs, types)]
-            j0 = b.binary("mul", s, k)
-            m = b.binary("sub", b.emit1("minimum", [b.binary("add", j0, k), n]), j0)
-            segs = [self._state_buffer(k, v) for v in start]
-            tapes = [self._tape_buffer(k, r) for r in residuals]
-            ns = len(segs)
+        inits = info["inits"]
+        kept = self._states_read_back(op, residuals)        # the states the walk reads
+        ns = len(kept)
+        # two sets of segment buffers (states, then residual tapes): while the walk reads one,
+        # the refill of the segment before it writes the other (`fork`, control.py)
+        cur0 = [self._state_buffer(k, inits[i]) for i in kept] + [self._tape_buffer(k, r) for r in residuals]
+        spare0 = [b.broadcast_to(b.const(0, v.type.dtype), v.type.shape, b.dims_of(v), bdims=()) for v in cur0]
+        nb = len(cur0)
+        outer = [v.type.rank == 2 and ir.is_float(v.type.dtype) for v in captured]
+        na = len(captured)
+
+        def refill_segment(s, spare):
+            """Recompute segment s's states and residuals from its checkpoint into `spare`
+            (nothing when s < 0)."""
+            sc = b.emit1("maximum", [s, b.const(0, "i64")])
+            start = [self._load(buf, sc, t) for buf, t in zip(bufs, types)]
+            j0 = b.binary("mul", sc, k)
+            m = b.emit1("minimum", [b.binary("sub", b.emit1("minimum", [b.binary("add", j0, k), n]), j0),
+                                    b.binary("mul", b.emit1("maximum", [b.binary("add", s, b.const(1, "i64")),
+                                                                         b.const(0, "i64")]), k)])
 
             def refill(q, a):
                 st, sg, tp = a[:n_p], a[n_p:n_p + ns], a[n_p + ns:]
-                sg = [self._save(g, v, q) for g, v in zip(sg, st)]
+                sg = [self._save(g, st[i], q) for g, i in zip(sg, kept)]
                 nxt = self._step(op, b.binary("add", j0, q), st)
                 tp = [self._save(t, b.strong(self._ev(r)) if self._ev(r).type.weak else self._ev(r), q)
                       for t, r in zip(tp, residuals)]
                 return nxt + sg + tp
-            refilled = self._loop_of(b.const(0, "i64"), m, start + segs + tapes, refill, hint="q")
-            filled, taped = refilled[n_p:n_p + ns], refilled[n_p + ns:]
+            return list(self._loop_of(b.const(0, "i64"), m, start + list(spare), refill, hint="q")[n_p:])
+
+        def walk_segment(s, cur, cts, accs):
+            """Walk segment s backwards over its refilled states and residuals `cur` (no steps
+            when s is past the last segment)."""
+            filled, taped = cur[:ns], cur[ns:]
+            j0 = b.binary("mul", s, k)
+            m = b.emit1("maximum", [b.binary("sub", b.emit1("minimum", [b.binary("add", j0, k), n]), j0),
+                                    b.const(0, "i64")])
 
             # a rank-2 cotangent whose step contributions are outer products u x^T (A's in
             # `A @ x`): u and x go to one row each of two tapes, and the segment's sum is one
             # matrix product U^T X after the walk (`_outer_factors`)
-            outer = [v.type.rank == 2 and ir.is_float(v.type.dtype) for v in captured]
             tapes_u = [self._rows(k, acc, 0) for acc, o in zip(accs, outer) if o]
             tapes_x = [self._rows(k, acc, 1) for acc, o in zip(accs, outer) if o]
             batched = [False] * len(captured)
             x_rows = [None] * len(tapes_x)
-            na = len(captured)
 
             def back(qr, a):
                 cts, accs, us, xs = a[:nt], a[nt:nt + na], a[nt + na:nt + na + len(tapes_u)], a[nt + na + len(tapes_u):]
                 q = b.binary("sub", b.binary("sub", m, b.const(1, "i64")), qr)
-                state = [self._load(g, q, t) for g, t in zip(filled, types)]
+                state = [self._placeholder(v) for v in inits]     # read by dead code only
+                for g, i in zip(filled, kept):
+                    state[i] = self._load(g, q, types[i])
                 if op.prim == "for":
                     lo, step = self._loop_lo_step(op)
                     self.env[region.args[0]] = b.binary("add", lo, b.binary("mul", b.binary("add", j0, q), step))
@@ -436,8 +486,27 @@ class Reverse:
                     accs[i] = b.emit1("add", [accs[i], b.emit1("matmul", [ut, rows])])
                 t += outer[i]
             return cts + accs
+
+        def segment(r, args):
+            cts, accs = args[:nt], args[nt:nt + na]
+            cur, spare = args[nt + na:nt + na + nb], args[nt + na + nb:]
+            s = b.binary("sub", nck, r)           # walked; segment s - 1 is refilled meanwhile
+            regions = []
+            for emit in (lambda: refill_segment(b.binary("sub", s, b.const(1, "i64")), spare),
+                         lambda: walk_segment(s, cur, cts, accs)):
+                block = ir.Block()
+                with b.at(block):
+                    ys = emit()
+                    b.terminate("yield", ys)
+                regions.append((block, ys))
+            types_ = tuple(y.type for _, ys in regions for y in ys)
+            outs = b.emit("fork", [], {"types": types_, "split": nb}, [blk for blk, _ in regions])
+            refilled, walked = outs[:nb], outs[nb:]
+            return list(walked) + list(refilled) + list(cur)
         saved, self.checks = self.checks, False
-        outs = self._loop_of(b.const(0, "i64"), nck, ct0 + acc0, segment, hint="rseg")
+        # segment nck - 1 is refilled alone first; then each trip walks one and refills the next
+        trips = b.binary("add", nck, b.emit1("minimum", [nck, b.const(1, "i64")]))
+        outs = self._loop_of(b.const(0, "i64"), trips, ct0 + acc0 + cur0 + spare0, segment, hint="rseg")
         self.checks = saved
         first = 3 if op.prim == "for" else 0
         for j in range(nt):

@@ -6,7 +6,7 @@ from collections import defaultdict
 from .. import ir
 from ..prims import PRIMS
 
-_BARRIERS = {"store", "add_at", "for", "while", "if"}
+_BARRIERS = {"store", "add_at", "for", "while", "if", "fork"}
 MATVEC_GROUP_MAX = 4                 # products sharing one pass over their matrix
 _FUSABLE_USERS = {"reduce_sum", "reduce_prod", "reduce_max", "reduce_min", "index", "slice",
                   "transpose", "store", "add_at", "return", "yield", "matmul"}

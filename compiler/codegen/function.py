@@ -10,6 +10,7 @@ result nulls the source slot. The error exit frees every slot, so failures do no
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -70,6 +71,9 @@ class FunctionCodegen:
         self.threads = threads            # big loop nests may run on several CPU threads (parallel.py)
         self.shared_runtime = shared_runtime   # runtime functions are the JIT's (runtime_module.py)
         self.in_parallel = False          # generating an outlined chunk function
+        self.in_fork = False              # generating a fork's regions (loop nests stay on their thread)
+        self.kernel_allocas = None        # while in a fork: the kernel's allocas block
+        self.kernel_copies = []           # while in a fork: invariant copies kept in the kernel's frame
         self.blas = blas                  # large matrix products may call dslc_cblas_?gemm (blas.py)
         self.boundscheck = boundscheck
         # libmvec ISA letters ("b", "d", "e") transcendental calls may be vectorised with (see
@@ -631,7 +635,7 @@ class FunctionCodegen:
         static = 1
         for d in list(dims) + ([work] if work is not None else []):
             static = static * d.constant if isinstance(d, ll.Constant) and static is not None else None
-        if (not self.threads or self.in_parallel or not dims
+        if (not self.threads or self.in_parallel or self.in_fork or not dims
                 or (static is not None and static < 2 * self.grain)):
             slots = [self.alloca_scalar(dt, init) for dt, init, _ in accs]
             self.loop_nest(dims, lambda idx: body(idx, slots))
@@ -782,6 +786,83 @@ class FunctionCodegen:
             self.in_parallel = False
         return sub
 
+    # ---- fork: two independent regions on two threads ----------------------------------------
+    def can_fork(self) -> bool:
+        return self.threads and not self.in_parallel and not self.in_fork and not self.one_chunk
+
+    def fork(self, region):
+        """Generate `region(0)` and `region(1)` (the regions of a `fork` op, control.py) as the two
+        chunks of one outlined function, and run them: as a pooled job of two chunks, so that a
+        worker takes one while this thread runs the other, when the first region's last run in
+        this call took `fork_min_ns()` or more; else both here, one after the other (the first run
+        of each call, and loops of small steps, where handing over would cost more than it
+        saves). Each run of a region owns the buffers it allocates (its frame's slots, freed
+        when it ends; what it yields was moved to the fork's result slots); each region keeps its
+        own invariant copies in the kernel's frame, made on its first run in a call; its loop
+        nests run on its own thread. The caller runs chunk 0 and a worker chunk 1
+        (FORK_PINNED), and the regions swap chunks at every run, so the thread that refilled a
+        segment walks it: its states stay in that core's cache (taken across, the walk of B5's
+        VJP ran twice as slow)."""
+        b = self.b
+        last_ns, parity = self._entry_alloca(I64), self._entry_alloca(I64)
+        ll.IRBuilder(self.allocas).store(self.i64(0), last_ns)   # appended: zero at the kernel's entry
+        ll.IRBuilder(self.allocas).store(self.i64(0), parity)
+        sub = ll.Function(self.module, parallel.CHUNK_FN, self.module.get_unique_name(self.symbol + ".fork"))
+        sub.linkage = "internal"
+        sub.attributes.add("noinline")
+        for attr in self.llfn.attributes:
+            if attr.startswith('"prefer-vector-width"'):
+                set.add(sub.attributes, attr)
+        saved = (self.llfn, self.b, self.allocas, self.fail_block, self.status, self.err, self.report,
+                 self._elem_memo, self._copies, self._preloaded, dict(self.values), len(self.all_slots))
+        ctx, lo, hi, chunk, err = sub.args
+        self.kernel_allocas, self.kernel_copies = self.allocas, []
+        self.llfn, self.in_fork = sub, True
+        self.allocas = sub.append_basic_block("allocas")
+        entry = sub.append_basic_block("entry")
+        self.fail_block = sub.append_basic_block("fail")
+        self.b = ll.IRBuilder(entry)
+        self.status, self.err, self.report = self._entry_alloca(I32), err, None
+        try:
+            ts = self._entry_alloca(parallel._TIMESPEC)
+
+            def chunk_body(i):
+                which = self.b.xor(i, self.b.load(parity))
+                with self.b.if_else(self.b.icmp_signed("==", which, self.i64(0))) as (first, second):
+                    with first:
+                        self._elem_memo, self._copies, self._preloaded = {}, {}, None
+                        t0 = parallel._now_ns(self.module, self.b, ts)
+                        region(0)
+                        self.b.store(self.b.sub(parallel._now_ns(self.module, self.b, ts), t0), last_ns)
+                    with second:
+                        self._elem_memo, self._copies, self._preloaded = {}, {}, None
+                        region(1)
+            self.for_range(hi, chunk_body, start=lo)
+            kept = set(map(id, self.kernel_copies))
+            own = [s_ for s_ in self.all_slots[saved[-1]:] if id(s_) not in kept]
+            self.all_slots[saved[-1]:] = self.kernel_copies
+            for slot in own:
+                self._free_slot(slot)
+            self.b.ret(ll.Constant(I32, 0))
+            self.b.position_at_end(self.fail_block)
+            for slot in own:
+                self._free_slot(slot)
+            self.b.ret(self.b.load(self.status))
+            ab = ll.IRBuilder(self.allocas)
+            for slot in own:
+                ab.store(ll.Constant(slot.type.pointee, None), slot)
+            ab.branch(entry)
+        finally:
+            (self.llfn, self.b, self.allocas, self.fail_block, self.status, self.err, self.report,
+             self._elem_memo, self._copies, self._preloaded, self.values, _) = saved
+            self.in_fork, self.kernel_allocas = False, None
+        captured = _captures(sub, self.llfn)
+        ctx_t = ll.LiteralStructType([v.type for v in captured] or [I8])
+        _load_captures(sub, captured, ctx_t)
+        alone = b.icmp_signed("<", b.load(last_ns), self.i64(fork_min_ns()))
+        b.store(b.xor(b.load(parity), self.i64(1)), parity)
+        self._run_chunks(sub, captured, ctx_t, self.i64(2), self.i64(2 | parallel.FORK_PINNED), [], [], [], alone)
+
     # ---- matrix products ------------------------------------------------------------------------
     def gemm(self, dt, M, N, K, A, ta, lda, B, tb, ldb, C, ldc):
         """C[M, N] = op(A)[M, K] @ op(B)[K, N] on row-major buffers (typed element pointers):
@@ -878,7 +959,16 @@ class FunctionCodegen:
         b = self.b
         slot = self._copies.get((v, transpose))
         if slot is None:
-            slot = self._copies[v, transpose] = self._entry_alloca(ll.PointerType(MEMTYPE[A.dtype]))
+            ty = ll.PointerType(MEMTYPE[A.dtype])
+            if self.kernel_allocas is None:
+                slot = self._entry_alloca(ty)
+            else:
+                # in a fork's region: the kernel's frame keeps the copy for the region's next run
+                ab = ll.IRBuilder(self.kernel_allocas)
+                ab.position_before(self.kernel_allocas.instructions[0])
+                slot = ab.alloca(ty)
+                self.kernel_copies.append(slot)
+            self._copies[v, transpose] = slot
             self.all_slots.append(slot)          # null at entry, freed on the error exit
             self.kept_slots.add(id(slot))        # and when the kernel returns
         m, k = A.dims
@@ -1071,6 +1161,25 @@ class FunctionCodegen:
             if id(slot) in self.kept_slots:
                 self._free_slot(slot)
         self.b.ret(ll.Constant(I32, 0))
+
+
+#: a fork runs its regions on two threads once its first region took this long in the same call:
+#: handing a region to a worker and joining costs ~2-4 us on the 2-vCPU VMs (B5's VJP with
+#: d = 16, ~3 us a segment, ran 1.3x slower forked; with d = 64, ~12 us, 1.3x faster)
+FORK_MIN_NS = 8_000
+
+
+def fork_min_ns() -> int:
+    """FORK_MIN_NS, or DSLC_FORK_MIN_NS (nanoseconds; 0 forks every time, as the tests do): read
+    when a kernel is compiled, part of the cache key (`tag`)."""
+    try:
+        return max(0, int(os.environ.get("DSLC_FORK_MIN_NS", FORK_MIN_NS)))
+    except ValueError:
+        return FORK_MIN_NS
+
+
+def tag() -> str:
+    return f"fork{fork_min_ns()}"
 
 
 def _is_local_to(v, fn) -> bool:

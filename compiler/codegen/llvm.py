@@ -10,7 +10,7 @@ from llvmlite import ir as ll
 
 from .. import ir
 from . import blas as _blas
-from . import denormals, parallel, vmath
+from . import denormals, function, parallel, vmath
 from .function import I8, I32, I64, LLTYPE, MEMTYPE, PTR, generate
 from .ir_pipeline import optimise, without_fast_math  # noqa: F401 - part of this module's API
 
@@ -69,7 +69,7 @@ def host_target_machine(opt: int = 3, reloc: str = "default", codemodel: str = "
 def toolchain_version() -> str:
     initialise()
     return (f"llvmlite-{llvmlite.__version__}/llvm-{'.'.join(map(str, llvm.llvm_version_info))}"
-            f"/{CODEGEN_REVISION}/{vmath.tag()}/{_blas.tag()}/{denormals.tag()}")
+            f"/{CODEGEN_REVISION}/{vmath.tag()}/{_blas.tag()}/{denormals.tag()}/{function.tag()}")
 
 
 def add_py_trampoline(module: ll.Module, fn: ir.Function, c_entry: ll.Function, symbol: str):

@@ -261,6 +261,9 @@ class NVPTXCodegen(FunctionCodegen):
     def sreg(self, name):
         return self.b.zext(_sreg(self.module, self.b, name), I64)
 
+    def can_fork(self) -> bool:
+        return False                    # a fork's regions run one after the other in the thread
+
     # ---- parallel loop hooks (FunctionCodegen._outlined_loop) ---------------------------------
     def _chunk_count(self, n0, total):
         b = self.b

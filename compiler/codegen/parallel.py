@@ -316,9 +316,10 @@ def _pool_worker_fn(module):
     return fn
 
 
-def _run_pooled(module, b, fn, nt, job_fields, tid):
+def _run_pooled(module, b, fn, nt, job_fields, tid, pinned):
     """Run a job on the pool with up to nt > 1 threads; job_fields: the TASK fields; tid: an i64
-    alloca of the caller's entry block. The calling
+    alloca of the caller's entry block; pinned (i64, 0 or 1): the caller runs chunk 0 itself
+    first, and the workers claim from chunk 1 (FORK_PINNED). The calling
     thread claims chunks too, so a worker slow to wake never holds the call up: it only waits for
     chunks already claimed. Returns an i1: False when the pool is busy (another thread's call)."""
     pool = _pool(module)
@@ -359,18 +360,21 @@ def _run_pooled(module, b, fn, nt, job_fields, tid):
             b.store(v, b.gep(pool["job"], [ll.Constant(I32, 0), ll.Constant(I32, f)]))
         b.store(nt, pool["nt"])
         b.store(zero, pool["done"])
-        b.store_atomic(b.shl(gen, ll.Constant(I64, 16)), pool["next"], "release", 8)
+        b.store_atomic(b.or_(b.shl(gen, ll.Constant(I64, 16)), pinned), pool["next"], "release", 8)
         b.store_atomic(gen, pool["gen"], "seq_cst", 8)
         with b.if_then(b.icmp_signed(">", b.load_atomic(pool["sleepers"], "seq_cst", 8), zero)):
             mutex, cond = pool["mutex"].bitcast(PTR), pool["cond"].bitcast(PTR)
             b.call(lock, [mutex])
             b.call(broadcast, [cond])
             b.call(unlock, [mutex])
+        with b.if_then(b.icmp_unsigned("!=", pinned, zero)):
+            _run_chunk(b, [b.bitcast(job_fields[0], ll.PointerType(CHUNK_FN))] + job_fields[1:], zero)
         _claim_chunks(module, b, fn, gen)
         head, wait, done = (fn.append_basic_block(n) for n in ("pool.wait", "pool.pause", "pool.done"))
         b.branch(head)
         b.position_at_end(head)
-        b.cbranch(b.icmp_signed("<", b.load_atomic(pool["done"], "acquire", 8), job_fields[3]), wait, done)
+        b.cbranch(b.icmp_signed("<", b.load_atomic(pool["done"], "acquire", 8), b.sub(job_fields[3], pinned)),
+                  wait, done)
         b.position_at_end(wait)
         _pause(module, b)
         b.branch(head)
@@ -381,12 +385,16 @@ def _run_pooled(module, b, fn, nt, job_fields, tid):
 
 RUN = "dslc.par.run"
 RUN_FNTY = ll.FunctionType(I64, [PTR, PTR, I64, I64, ll.PointerType(I64), ll.PointerType(I32)])
+#: or-ed into `chunks`: on the pool, the caller runs chunk 0 itself and the workers start at
+#: chunk 1 (a fork's two regions each stay on the thread whose cache holds their data)
+FORK_PINNED = 1 << 32
 
 
 def run_fn(module, shared: bool = False):
     """i64 dslc.par.run(chunk_fn, ctx, n0, chunks, i64* errs, i32* status): the first failing
-    chunk, or -1. errs has 3 slots per chunk, status one; both have `chunks` entries. `shared`:
-    only declared (the JIT defines it once per process: runtime_module.py)."""
+    chunk, or -1. errs has 3 slots per chunk, status one; both have `chunks` entries (`chunks`
+    may carry FORK_PINNED). `shared`: only declared (the JIT defines it once per process:
+    runtime_module.py)."""
     fn = module.globals.get(RUN)
     if fn is not None:
         return fn
@@ -397,10 +405,12 @@ def run_fn(module, shared: bool = False):
     create = _declare(module, "pthread_create", I32,
                       [ll.PointerType(I64), PTR, ll.PointerType(ll.FunctionType(PTR, [PTR])), PTR])
     join = _declare(module, "pthread_join", I32, [I64, ll.PointerType(PTR)])
-    chunk_fn, ctx, n0, chunks, errs, status = fn.args
+    chunk_fn, ctx, n0, chunks_arg, errs, status = fn.args
     zero, one = ll.Constant(I64, 0), ll.Constant(I64, 1)
     entry = fn.append_basic_block("entry")
     b = ll.IRBuilder(entry)
+    pinned = b.and_(b.lshr(chunks_arg, ll.Constant(I64, 32)), one)
+    chunks = b.and_(chunks_arg, ll.Constant(I64, 0xFFFFFFFF))
     tasks = b.alloca(ll.ArrayType(TASK, MAX_CHUNKS))
     tids = b.alloca(ll.ArrayType(I64, MAX_CHUNKS))
     started = b.alloca(ll.ArrayType(I8, MAX_CHUNKS))
@@ -424,7 +434,8 @@ def run_fn(module, shared: bool = False):
     # more threads than CPUs would only take turns spinning: the pool stops at the CPU count
     pool_nt = _smin(b, nt, b.load(module.globals["dslc.par.ncpu"]))
     with b.if_then(b.icmp_signed(">", pool_nt, one)):
-        pooled = _run_pooled(module, b, fn, pool_nt, [chunk_fn, ctx, n0, chunks, zero, zero, errs, status], tid)
+        pooled = _run_pooled(module, b, fn, pool_nt, [chunk_fn, ctx, n0, chunks, zero, zero, errs, status], tid,
+                             pinned)
         own = fn.append_basic_block("own.threads")
         b.cbranch(pooled, scan_block, own)
         b.position_at_end(own)

@@ -1091,6 +1091,28 @@ class _Printer:
             raise UnsupportedError("MLIR export: a while loop without carried values", op.loc)
         self._bind_results(op, self._while_loop(op, names, types, cond, body))
 
+    def _p_fork(self, op):
+        # region 0, then region 1 (what a fork means; dslc's own CPU backend may overlap them)
+        split = op.attrs["split"]
+        names = []
+        for region, results in zip(op.regions, (op.results[:split], op.results[split:])):
+            types = [self._vtype(r) for r in results]
+            r = self.fresh("fork")
+            n = len(types)
+            lhs = f"{r}{':' + str(n) if n > 1 else ''} = " if n else ""
+            tys = f" -> ({', '.join(types)})" if n else ""
+            self.emit(f"{lhs}scf.execute_region{tys} {{")
+            self.depth += 1
+            self.scopes.append(_Scope(region))
+            term = self.gen_block(region)
+            ys = self._yield_values(term.operands)
+            self.scopes.pop()
+            self.emit(f"scf.yield {', '.join(ys)} : {', '.join(types)}" if n else "scf.yield")
+            self.depth -= 1
+            self.emit("}")
+            names += [r] if n == 1 else [f"{r}#{k}" for k in range(n)]
+        self._bind_results(op, names)
+
     def _p_if(self, op):
         types = [self._vtype(r) for r in op.results]
         r = self.fresh("if")

@@ -16,7 +16,7 @@ _FOLD = {
     "lt": operator.lt, "le": operator.le, "gt": operator.gt, "ge": operator.ge,
     "eq": operator.eq, "ne": operator.ne,
 }
-_IMPURE = {"for", "while", "if"}          # regions may raise; kept unless proven dead
+_IMPURE = {"for", "while", "if", "fork"}          # regions may raise; kept unless proven dead
 
 
 def _const(v):

@@ -4,6 +4,14 @@
     while(*init)               region0(*carried) -> yield(cond: bool)
                                region1(*carried) -> yield(*next)             results: carried
     if(cond)                   region0() -> yield(*r)   region1() -> yield(*r)  results: r
+    fork()                     region0() -> yield(*a)   region1() -> yield(*b)  results: a, b
+                               {split = len(a)}
+
+`fork` runs two regions that share no state: neither reads what the other computes, and each
+writes only buffers it created or was handed alone. Its meaning is region0 then region1; the CPU
+backend may run them at once on two threads (the reverse sweep's refill of one loop segment
+beside the walk back through the next, reverse.py). Only code generation and the interpreter
+see it: a derivative pass given a function with forks first inlines them (`inline_forks`).
 
 Array carries live in loop-owned buffers: an iteration that updates a carry in place leaves the
 buffer where it is; a freshly computed value is moved in (the old buffer goes back to the
@@ -50,9 +58,41 @@ def _verify_if(op):
         _check_yield(reg, [r.type for r in op.results], "if")
 
 
+def _verify_fork(op):
+    split = op.attrs["split"]
+    if len(op.regions) != 2 or op.operands:
+        raise TypeRuleError("fork: two regions and no operands")
+    types = [r.type for r in op.results]
+    _check_yield(op.regions[0], types[:split], "fork region 0")
+    _check_yield(op.regions[1], types[split:], "fork region 1")
+
+
 defprim("for", _infer_from_attrs, kind="control", verify=_verify_for)
 defprim("while", _infer_from_attrs, kind="control", verify=_verify_while)
 defprim("if", _infer_from_attrs, kind="control", verify=_verify_if)
+defprim("fork", _infer_from_attrs, kind="control", verify=_verify_fork)
+
+
+def inline_forks(block) -> None:
+    """Replace every `fork` in `block` (and nested regions) by its two regions' ops, in order:
+    what a fork means, for the passes that have no rule of their own for it (AD)."""
+    from ..ir import walk_ops
+    new_ops, rename = [], {}
+    for op in block.ops:
+        for reg in op.regions:
+            inline_forks(reg)
+        if op.prim != "fork":
+            new_ops.append(op)
+            continue
+        yields = []
+        for reg in op.regions:
+            new_ops.extend(reg.ops[:-1])
+            yields += reg.terminator.operands
+        rename.update(zip(op.results, yields))
+    block.ops = new_ops
+    if rename:
+        for op in walk_ops(block):
+            op.operands = [rename.get(o, o) for o in op.operands]
 
 
 # ---- code generation ----------------------------------------------------------------------
@@ -303,4 +343,23 @@ def _if_cg(cg, op):
         b.branch(done)
     b.position_at_end(done)
     for r, v in zip(op.results, results.load()):
+        cg.set(r, v)
+
+
+@rule("fork", "codegen")
+def _fork_cg(cg, op):
+    split = op.attrs["split"]
+    parts = [_Carries(cg, op.results[:split]), _Carries(cg, op.results[split:])]
+
+    def region(k):
+        cg.push_scope()
+        term = cg.gen_block(op.regions[k], [])
+        parts[k].store_next(term.operands, [], cg.scopes[-1])
+        cg.pop_scope()
+    if cg.can_fork():
+        cg.fork(region)
+    else:
+        region(0)
+        region(1)
+    for r, v in zip(op.results, parts[0].load() + parts[1].load()):
         cg.set(r, v)
