@@ -73,7 +73,8 @@ class FunctionCodegen:
         self.in_parallel = False          # generating an outlined chunk function
         self.in_fork = False              # generating a fork's regions (loop nests stay on their thread)
         self.kernel_allocas = None        # while in a fork: the kernel's allocas block
-        self.kernel_copies = []           # while in a fork: invariant copies kept in the kernel's frame
+        self.kernel_slots = []            # while in a fork: its regions' slots in the kernel's frame
+        self.fork_lane = None             # while in a fork: the chunk running (i64)
         self.blas = blas                  # large matrix products may call dslc_cblas_?gemm (blas.py)
         self.boundscheck = boundscheck
         # libmvec ISA letters ("b", "d", "e") transcendental calls may be vectorised with (see
@@ -421,6 +422,31 @@ class FunctionCodegen:
         self.b.call(self._free_fn(), [self.b.bitcast(p, PTR)])
         self.b.store(ll.Constant(slot.type.pointee, None), slot)
 
+    def _kept_alloca(self, ty, slot=False, lanes=False):
+        """An alloca whose value outlives a run of a fork's region: in the kernel's frame while a
+        fork is generated (`fork`). With `lanes`, one per chunk of the fork, selected by the
+        chunk running (`fork_lane`): a site's buffers stay with the thread that uses them, since
+        a region moves between the caller and the worker from one run to the next (one buffer
+        for both made B5's forked VJP 1.3x slower). `slot`: freed when the kernel returns."""
+        if self.kernel_allocas is None:
+            return self._entry_alloca(ty)
+        ab = ll.IRBuilder(self.kernel_allocas)
+        ab.position_before(self.kernel_allocas.instructions[0])
+        if not lanes:
+            a = ab.alloca(ty)
+            if slot:
+                self.kernel_slots.append(a)
+            return a
+        # a cache line per lane: the caller and the worker write their sites' slots at every
+        # step (a buffer moved into a loop carry), and sharing a line made both crawl
+        arr = ab.alloca(ll.ArrayType(ll.LiteralStructType([ty, ll.ArrayType(I8, 56)]), 2))
+        arr.align = 64
+        zero = ll.Constant(I32, 0)
+        if slot:
+            end = ll.IRBuilder(self.kernel_allocas)           # after the alloca: appended
+            self.kernel_slots += [end.gep(arr, [zero, ll.Constant(I32, k), zero]) for k in (0, 1)]
+        return self.b.gep(arr, [zero, self.fork_lane, zero])
+
     def new_slot(self, dtype: str, scope=None):
         slot = self._entry_alloca(ll.PointerType(MEMTYPE[dtype]))
         self.all_slots.append(slot)
@@ -449,8 +475,12 @@ class FunctionCodegen:
         # inside a loop or branch: the site keeps its buffer between executions (its scope does
         # not free it) and reuses it when large enough, so a loop does not malloc every step; a
         # buffer moved elsewhere (loop carry, if result) leaves the slot null
-        slot = self.new_slot(dtype)
-        cap = self._entry_alloca(I64)
+        if self.kernel_allocas is None:
+            slot = self.new_slot(dtype)
+        else:                                  # in a fork's region: the kernel's frame keeps it
+            slot = self._kept_alloca(ll.PointerType(MEMTYPE[dtype]), slot=True, lanes=True)
+            self.scopes[-1].append(slot)
+        cap = self._kept_alloca(I64, lanes=True)
         b = self.b
         old = b.load(slot)
         reuse = b.and_(b.icmp_unsigned("!=", old, ll.Constant(old.type, None)),
@@ -796,10 +826,11 @@ class FunctionCodegen:
         worker takes one while this thread runs the other, when the first region's last run in
         this call took `fork_min_ns()` or more; else both here, one after the other (the first run
         of each call, and loops of small steps, where handing over would cost more than it
-        saves). Each run of a region owns the buffers it allocates (its frame's slots, freed
-        when it ends; what it yields was moved to the fork's result slots); each region keeps its
-        own invariant copies in the kernel's frame, made on its first run in a call; its loop
-        nests run on its own thread. The caller runs chunk 0 and a worker chunk 1
+        saves). A region's allocation sites (one buffer per chunk) and invariant copies keep
+        their buffers in the kernel's frame from one run to the next until the kernel returns
+        (fresh buffers for each run made B5's VJP at 300 steps 1.2x slower); its other slots
+        (loop carries) are its frame's, freed when the run ends (what it yields was moved to
+        the fork's result slots); its loop nests run on its own thread. The caller runs chunk 0 and a worker chunk 1
         (FORK_PINNED), and the regions swap chunks at every run, so the thread that refilled a
         segment walks it: its states stay in that core's cache (taken across, the walk of B5's
         VJP ran twice as slow)."""
@@ -816,7 +847,7 @@ class FunctionCodegen:
         saved = (self.llfn, self.b, self.allocas, self.fail_block, self.status, self.err, self.report,
                  self._elem_memo, self._copies, self._preloaded, dict(self.values), len(self.all_slots))
         ctx, lo, hi, chunk, err = sub.args
-        self.kernel_allocas, self.kernel_copies = self.allocas, []
+        self.kernel_allocas, self.kernel_slots = self.allocas, []
         self.llfn, self.in_fork = sub, True
         self.allocas = sub.append_basic_block("allocas")
         entry = sub.append_basic_block("entry")
@@ -827,6 +858,7 @@ class FunctionCodegen:
             ts = self._entry_alloca(parallel._TIMESPEC)
 
             def chunk_body(i):
+                self.fork_lane = i
                 which = self.b.xor(i, self.b.load(parity))
                 with self.b.if_else(self.b.icmp_signed("==", which, self.i64(0))) as (first, second):
                     with first:
@@ -838,9 +870,9 @@ class FunctionCodegen:
                         self._elem_memo, self._copies, self._preloaded = {}, {}, None
                         region(1)
             self.for_range(hi, chunk_body, start=lo)
-            kept = set(map(id, self.kernel_copies))
+            kept = set(map(id, self.kernel_slots))
             own = [s_ for s_ in self.all_slots[saved[-1]:] if id(s_) not in kept]
-            self.all_slots[saved[-1]:] = self.kernel_copies
+            self.all_slots[saved[-1]:] = self.kernel_slots
             for slot in own:
                 self._free_slot(slot)
             self.b.ret(ll.Constant(I32, 0))
@@ -855,7 +887,7 @@ class FunctionCodegen:
         finally:
             (self.llfn, self.b, self.allocas, self.fail_block, self.status, self.err, self.report,
              self._elem_memo, self._copies, self._preloaded, self.values, _) = saved
-            self.in_fork, self.kernel_allocas = False, None
+            self.in_fork, self.kernel_allocas, self.fork_lane = False, None, None
         captured = _captures(sub, self.llfn)
         ctx_t = ll.LiteralStructType([v.type for v in captured] or [I8])
         _load_captures(sub, captured, ctx_t)
@@ -959,16 +991,7 @@ class FunctionCodegen:
         b = self.b
         slot = self._copies.get((v, transpose))
         if slot is None:
-            ty = ll.PointerType(MEMTYPE[A.dtype])
-            if self.kernel_allocas is None:
-                slot = self._entry_alloca(ty)
-            else:
-                # in a fork's region: the kernel's frame keeps the copy for the region's next run
-                ab = ll.IRBuilder(self.kernel_allocas)
-                ab.position_before(self.kernel_allocas.instructions[0])
-                slot = ab.alloca(ty)
-                self.kernel_copies.append(slot)
-            self._copies[v, transpose] = slot
+            slot = self._copies[v, transpose] = self._kept_alloca(ll.PointerType(MEMTYPE[A.dtype]), slot=True)
             self.all_slots.append(slot)          # null at entry, freed on the error exit
             self.kept_slots.add(id(slot))        # and when the kernel returns
         m, k = A.dims
