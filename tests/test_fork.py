@@ -153,3 +153,24 @@ def test_a_fork_hands_a_region_to_a_worker(tmp_path):
     new_threads, err = out.stdout.split()
     assert int(new_threads) == 1            # the pool's one worker (2 threads in all)
     assert float(err) < 1e-6
+
+
+def test_forks_in_a_library_and_with_subnormals_flushed(monkeypatch, tmp_path):
+    """A `dslc` library carries its own thread runtime, FORK_PINNED included; a kernel flushing
+    subnormals hands the worker a chunk that sets its own floating-point mode."""
+    from dsl import cli
+    from runtime import load_library
+    monkeypatch.setenv("DSLC_FORK_MIN_NS", "0")
+    monkeypatch.setenv("DSLC_NUM_THREADS", "2")
+    src = tmp_path / "euler.dsl"
+    src.write_text(SOURCE)
+    assert cli.main([str(src), "-o", str(tmp_path / "build"), "--derive", "grad", "-q"]) == 0
+    lib = load_library(tmp_path / "build" / "libeuler.so")
+    rng = np.random.default_rng(11)
+    d, steps = 5, 500
+    x0, A = rng.standard_normal(d), 2 * rng.standard_normal((d, d)) / np.sqrt(d)
+    want = fd(lambda z: lib.euler(z, A, 0.01, steps), x0)
+    np.testing.assert_allclose(lib.euler_grad(x0, A, 0.01, steps), want, rtol=1e-6, atol=1e-8)
+    monkeypatch.setenv("DSLC_FLUSH_DENORMALS", "1")
+    euler = compile_source(SOURCE, "<fork-test>")["euler"]
+    np.testing.assert_allclose(grad(euler)(x0, A, 0.01, steps), want, rtol=1e-6, atol=1e-8)
