@@ -830,21 +830,27 @@ class FunctionCodegen:
     def fork(self, region):
         """Generate `region(0)` and `region(1)` (the regions of a `fork` op, control.py) as the two
         chunks of one outlined function, and run them: as a pooled job of two chunks, so that a
-        worker takes one while this thread runs the other, when the first region's last run in
-        this call took `fork_min_ns()` or more; else both here, one after the other (the first run
-        of each call, and loops of small steps, where handing over would cost more than it
-        saves). A region's allocation sites (one buffer per chunk) and invariant copies keep
+        worker takes one while this thread runs the other, when the shorter region's last run in
+        this call (what running both at once saves) took `fork_min_ns()` or more; else both here,
+        one after the other (the first run of each call, and loops of small steps, where handing
+        over would cost more than it saves). A region's allocation sites (one buffer per chunk) and invariant copies keep
         their buffers in the kernel's frame from one run to the next until the kernel returns
         (fresh buffers for each run made B5's VJP at 300 steps 1.2x slower); its other slots
         (loop carries) are its frame's, freed when the run ends (what it yields was moved to
-        the fork's result slots); its loop nests run on its own thread. The caller runs chunk 0 and a worker chunk 1
-        (FORK_PINNED), and the regions swap chunks at every run, so the thread that refilled a
-        segment walks it: its states stay in that core's cache (taken across, the walk of B5's
-        VJP ran twice as slow)."""
+        the fork's result slots); its loop nests run on its own thread. The caller runs chunk 0
+        and a worker chunk 1 (FORK_PINNED), and the regions swap chunks at every run, so the
+        thread that refilled a segment walks it: its states stay in that core's cache (taken
+        across, the walk of B5's VJP ran twice as slow)."""
         b = self.b
-        last_ns, parity = self._entry_alloca(I64), self._entry_alloca(I64)
-        ll.IRBuilder(self.allocas).store(self.i64(0), last_ns)   # appended: zero at the kernel's entry
-        ll.IRBuilder(self.allocas).store(self.i64(0), parity)
+        # each region's last time (a cache line each: written by either thread) and which region
+        # chunk 0 runs next; zero at the kernel's entry (stores appended to its allocas block)
+        times = self._entry_alloca(ll.ArrayType(ll.LiteralStructType([I64, ll.ArrayType(I8, 56)]), 2))
+        times.align = 64
+        parity = self._entry_alloca(I64)
+        zero32 = ll.Constant(I32, 0)
+        last_ns = [ll.IRBuilder(self.allocas).gep(times, [zero32, ll.Constant(I32, k), zero32]) for k in (0, 1)]
+        for slot in last_ns + [parity]:
+            ll.IRBuilder(self.allocas).store(self.i64(0), slot)
         saved = (self.llfn, self.b, self.allocas, self.fail_block, self.status, self.err, self.report,
                  self._elem_memo, self._copies, self._preloaded, dict(self.values), len(self.all_slots))
         self.kernel_allocas, self.kernel_slots = self.allocas, []
@@ -858,14 +864,12 @@ class FunctionCodegen:
                 self.fork_lane = i
                 which = self.b.xor(i, self.b.load(parity))
                 with self.b.if_else(self.b.icmp_signed("==", which, self.i64(0))) as (first, second):
-                    with first:
-                        self._elem_memo, self._copies, self._preloaded = {}, {}, None
-                        t0 = parallel._now_ns(self.module, self.b, ts)
-                        region(0)
-                        self.b.store(self.b.sub(parallel._now_ns(self.module, self.b, ts), t0), last_ns)
-                    with second:
-                        self._elem_memo, self._copies, self._preloaded = {}, {}, None
-                        region(1)
+                    for k, arm in enumerate((first, second)):
+                        with arm:
+                            self._elem_memo, self._copies, self._preloaded = {}, {}, None
+                            t0 = parallel._now_ns(self.module, self.b, ts)
+                            region(k)
+                            self.b.store(self.b.sub(parallel._now_ns(self.module, self.b, ts), t0), last_ns[k])
             self.for_range(hi, chunk_body, start=lo)
             kept = set(map(id, self.kernel_slots))
             own = [s_ for s_ in self.all_slots[saved[-1]:] if id(s_) not in kept]
@@ -888,7 +892,7 @@ class FunctionCodegen:
         captured = _captures(sub, self.llfn)
         ctx_t = ll.LiteralStructType([v.type for v in captured] or [I8])
         _load_captures(sub, captured, ctx_t)
-        alone = b.icmp_signed("<", b.load(last_ns), self.i64(fork_min_ns()))
+        alone = b.icmp_signed("<", self.smin(b.load(last_ns[0]), b.load(last_ns[1])), self.i64(fork_min_ns()))
         b.store(b.xor(b.load(parity), self.i64(1)), parity)
         self._run_chunks(sub, captured, ctx_t, self.i64(2), self.i64(2 | parallel.FORK_PINNED), [], [], [], alone)
 
@@ -1183,10 +1187,11 @@ class FunctionCodegen:
         self.b.ret(ll.Constant(I32, 0))
 
 
-#: a fork runs its regions on two threads once its first region took this long in the same call:
-#: handing a region to a worker and joining costs ~2-4 us on the 2-vCPU VMs (B5's VJP with
-#: d = 16, ~3 us a segment, ran 1.3x slower forked; with d = 64, ~12 us, 1.3x faster)
-FORK_MIN_NS = 8_000
+#: a fork runs its regions on two threads once the shorter of them took this long in the same
+#: call (running them at once saves about its time): handing a region to a worker and joining
+#: costs ~2-4 us on the 2-vCPU VMs (B5's VJP with d = 16, segments of ~3 and ~2 us, ran 1.3x
+#: slower forked; with d = 64, ~12 and ~8 us, 1.3x faster)
+FORK_MIN_NS = 5_000
 
 
 def fork_min_ns() -> int:
