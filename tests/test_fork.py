@@ -174,3 +174,29 @@ def test_forks_in_a_library_and_with_subnormals_flushed(monkeypatch, tmp_path):
     monkeypatch.setenv("DSLC_FLUSH_DENORMALS", "1")
     euler = compile_source(SOURCE, "<fork-test>")["euler"]
     np.testing.assert_allclose(grad(euler)(x0, A, 0.01, steps), want, rtol=1e-6, atol=1e-8)
+
+
+def test_forks_of_two_python_threads_at_once(forking):
+    """A kernel called from two threads at once: one call's forks get the pool, the other's find
+    it busy and run both regions in their own thread; every result is the one-thread result."""
+    import threading
+    euler = forking["euler"]
+    rng = np.random.default_rng(2)
+    d, steps = 6, 900
+    x0, A = rng.standard_normal(d), 2 * rng.standard_normal((d, d)) / np.sqrt(d)
+    g = grad(euler, argnums=(0, 1))
+    want = g(x0, A, 0.01, steps)
+    got = [[], []]
+
+    def work(out):
+        for _ in range(15):
+            out.append(g(x0, A, 0.01, steps))
+    threads = [threading.Thread(target=work, args=(o,)) for o in got]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got[0]) == len(got[1]) == 15
+    for out in got[0] + got[1]:
+        for a, w in zip(out, want):
+            np.testing.assert_array_equal(a, w)

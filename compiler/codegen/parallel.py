@@ -419,7 +419,7 @@ def run_fn(module, shared: bool = False):
     b.store(one, t)
     with b.if_then(b.icmp_signed(">", chunks, one)):
         b.store(_smax(b, _smin(b, b.call(threads, []), chunks), one), t)
-    nt = b.load(t)
+    nt0 = b.load(t)
 
     def task_at(k):
         return b.gep(tasks, [ll.Constant(I32, 0), k])
@@ -432,13 +432,18 @@ def run_fn(module, shared: bool = False):
 
     scan_block = fn.append_basic_block("scan")
     # more threads than CPUs would only take turns spinning: the pool stops at the CPU count
-    pool_nt = _smin(b, nt, b.load(module.globals["dslc.par.ncpu"]))
+    pool_nt = _smin(b, nt0, b.load(module.globals["dslc.par.ncpu"]))
     with b.if_then(b.icmp_signed(">", pool_nt, one)):
         pooled = _run_pooled(module, b, fn, pool_nt, [chunk_fn, ctx, n0, chunks, zero, zero, errs, status], tid,
                              pinned)
         own = fn.append_basic_block("own.threads")
         b.cbranch(pooled, scan_block, own)
         b.position_at_end(own)
+        # a fork that finds the pool busy (another thread's call) runs both regions here: a
+        # thread made for every fork, one per segment of a reverse loop, would cost more
+        with b.if_then(b.icmp_unsigned("!=", pinned, zero)):
+            b.store(one, t)
+    nt = b.load(t)
     counted(b, zero, nt, fill)
 
     def start(k):
