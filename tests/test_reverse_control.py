@@ -400,7 +400,8 @@ _MEMORY_PROBE = textwrap.dedent('''
 
 def test_reverse_loop_memory_grows_like_sqrt_T(tmp_path):
     """Storing every step of 200,000 steps of a 256-float state would take 400 MiB; the
-    checkpointed reverse loop keeps ~2 sqrt(T) states (~1.8 MiB)."""
+    checkpointed reverse loop keeps ~3 sqrt(T) states (one per segment, and the tapes of the
+    segment being walked and of the one being refilled: ~2.7 MiB)."""
     script = tmp_path / "probe.py"
     script.write_text(_MEMORY_PROBE.format(root=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     grow = {}

@@ -8,7 +8,9 @@ Loops: a loop with tangent carries is run forward with two-level checkpointing: 
 are saved once per segment of K = ceil(sqrt(T)) steps (T the trip count). The reverse loop walks
 the segments backwards; for each it recomputes the segment's K states from its checkpoint, then
 walks them backwards, re-emitting the step's primal ops (the residuals) and transposing its linear
-ops. At most ceil(T/K) + K <= 2 sqrt(T) + 1 states are stored, and the primal is recomputed once.
+ops. The recomputation of segment s - 1 and the walk through segment s are the two regions of a
+`fork` (prims/control.py: on the CPU, two threads), over two sets of segment tapes. At most
+ceil(T/K) + 2K <= 3 sqrt(T) + 1 states are stored, and the primal is recomputed once.
 A `while` loop first counts its trips (one extra primal pass), then is reversed like a `for`.
 Cotangents of linear values captured from outside a loop body are extra carries of the reverse loop.
 `if`: the primal-only `if` runs forward; the reverse is an `if` on the same condition whose branches
