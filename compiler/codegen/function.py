@@ -437,10 +437,9 @@ class FunctionCodegen:
             if slot:
                 self.kernel_slots.append(a)
             return a
-        # a cache line per lane: the caller and the worker write their sites' slots at every
-        # step (a buffer moved into a loop carry), and sharing a line made both crawl
-        arr = ab.alloca(ll.ArrayType(ll.LiteralStructType([ty, ll.ArrayType(I8, 56)]), 2))
-        arr.align = 64
+        # the caller and the worker write their sites' slots at every step (a buffer moved into a
+        # loop carry), and sharing a cache line made both crawl
+        arr = _line_pair(ab, ty)
         zero = ll.Constant(I32, 0)
         if slot:
             end = ll.IRBuilder(self.kernel_allocas)           # after the alloca: appended
@@ -833,19 +832,20 @@ class FunctionCodegen:
         worker takes one while this thread runs the other, when the shorter region's last run in
         this call (what running both at once saves) took `fork_min_ns()` or more; else both here,
         one after the other (the first run of each call, and loops of small steps, where handing
-        over would cost more than it saves). A region's allocation sites (one buffer per chunk) and invariant copies keep
-        their buffers in the kernel's frame from one run to the next until the kernel returns
-        (fresh buffers for each run made B5's VJP at 300 steps 1.2x slower); its other slots
-        (loop carries) are its frame's, freed when the run ends (what it yields was moved to
-        the fork's result slots); its loop nests run on its own thread. The caller runs chunk 0
+        over would cost more than it saves). A region's allocation sites (one buffer per chunk)
+        and invariant copies keep their buffers in the kernel's frame from one run to the next
+        until the kernel returns (fresh buffers for each run made B5's VJP at 300 steps 1.2x
+        slower); its other slots (loop carries) are its frame's, freed when the run ends (what
+        it yields was moved to the fork's result slots); its loop nests run on its own thread. The caller runs chunk 0
         and a worker chunk 1 (FORK_PINNED), and the regions swap chunks at every run, so the
         thread that refilled a segment walks it: its states stay in that core's cache (taken
         across, the walk of B5's VJP ran twice as slow)."""
         b = self.b
         # each region's last time (a cache line each: written by either thread) and which region
         # chunk 0 runs next; zero at the kernel's entry (stores appended to its allocas block)
-        times = self._entry_alloca(ll.ArrayType(ll.LiteralStructType([I64, ll.ArrayType(I8, 56)]), 2))
-        times.align = 64
+        ab = ll.IRBuilder(self.allocas)
+        ab.position_before(self.allocas.instructions[0])
+        times = _line_pair(ab, I64)
         parity = self._entry_alloca(I64)
         zero32 = ll.Constant(I32, 0)
         last_ns = [ll.IRBuilder(self.allocas).gep(times, [zero32, ll.Constant(I32, k), zero32]) for k in (0, 1)]
@@ -1192,6 +1192,13 @@ class FunctionCodegen:
 #: costs ~2-4 us on the 2-vCPU VMs (B5's VJP with d = 16, segments of ~3 and ~2 us, ran 1.3x
 #: slower forked; with d = 64, ~12 and ~8 us, 1.3x faster)
 FORK_MIN_NS = 5_000
+
+
+def _line_pair(ab: ll.IRBuilder, ty):
+    """An alloca at `ab` of two `ty` values on a cache line each (written by two threads)."""
+    arr = ab.alloca(ll.ArrayType(ll.LiteralStructType([ty, ll.ArrayType(I8, 64 - 8)]), 2))
+    arr.align = 64
+    return arr
 
 
 def fork_min_ns() -> int:

@@ -326,6 +326,14 @@ def _while_cg(cg, op):
         cg.set(r, v)
 
 
+def _gen_into(cg, region, results: _Carries):
+    """Generate a region without arguments in a scope of its own, its yields stored in `results`."""
+    cg.push_scope()
+    term = cg.gen_block(region, [])
+    results.store_next(term.operands, [], cg.scopes[-1])
+    cg.pop_scope()
+
+
 @rule("if", "codegen")
 def _if_cg(cg, op):
     b = cg.b
@@ -336,10 +344,7 @@ def _if_cg(cg, op):
     b.cbranch(cg.get(op.operands[0]), then_bb, else_bb)
     for region, bb in zip(op.regions, (then_bb, else_bb)):
         b.position_at_end(bb)
-        cg.push_scope()
-        term = cg.gen_block(region, [])
-        results.store_next(term.operands, [], cg.scopes[-1])
-        cg.pop_scope()
+        _gen_into(cg, region, results)
         b.branch(done)
     b.position_at_end(done)
     for r, v in zip(op.results, results.load()):
@@ -352,10 +357,7 @@ def _fork_cg(cg, op):
     parts = [_Carries(cg, op.results[:split]), _Carries(cg, op.results[split:])]
 
     def region(k):
-        cg.push_scope()
-        term = cg.gen_block(op.regions[k], [])
-        parts[k].store_next(term.operands, [], cg.scopes[-1])
-        cg.pop_scope()
+        _gen_into(cg, op.regions[k], parts[k])
     if cg.can_fork():
         cg.fork(region)
     else:
