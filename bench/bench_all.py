@@ -4,7 +4,9 @@
     python3 bench/bench_all.py [--repeat 7] [--quick]
 
 Every row is checked against NumPy before it is timed (a wrong answer prints FAIL instead of a
-time). A transform dslc cannot do yet prints "n/a" with the reason.
+time). A transform dslc cannot do yet prints "n/a" with the reason. Two rows are there to explain
+goals rather than to be goals: "B2 read floor" (one pass over B2's matrix: dslc's `sum`, NumPy's
+`X @ W` alone), and B1 on one thread (DSLC_NUM_THREADS=1).
 """
 from __future__ import annotations
 
@@ -35,6 +37,12 @@ def b1(x: f32[n]) -> f32:
 @kernel
 def b2(W: f32[k], b: f32, inputs: f32[n, k]) -> f32[n]:
     return sigmoid(inputs @ W + b)
+
+
+@kernel
+def read_once(inputs: f32[n, k]) -> f32:
+    """One pass over B2's matrix and nothing else: the memory floor of any B2 primal."""
+    return sum(inputs)
 
 
 @kernel
@@ -315,23 +323,42 @@ def main():
     compile_t = {}
     dslc = {}
 
-    def mk(name, make, call, check):
+    def mk(name, make, call, check, compiles=True):
         print(f"# compiling {name} ...", file=sys.stderr, flush=True)
         try:
             t = time.perf_counter()
             k = make()
             out = call(k)
-            compile_t[name] = time.perf_counter() - t
+            if compiles:                             # not a row that reuses another row's code
+                compile_t[name] = time.perf_counter() - t
             ok = check(out)
             dslc[name] = (lambda: call(k)) if ok else "FAIL"
         except Exception as e:                       # a transform not available yet
             dslc[name] = f"n/a ({type(e).__name__})"
 
+    def one_thread(call):
+        """`call` with dslc's loops on the calling thread only (DSLC_NUM_THREADS is read per loop)."""
+        def run(k):
+            before = os.environ.get("DSLC_NUM_THREADS")
+            os.environ["DSLC_NUM_THREADS"] = "1"
+            try:
+                return call(k)
+            finally:
+                if before is None:
+                    del os.environ["DSLC_NUM_THREADS"]
+                else:
+                    os.environ["DSLC_NUM_THREADS"] = before
+        return run
+
     e1 = np_b1(x.astype(np.float64))
     mk("B1 primal", lambda: b1, lambda k: k(x), lambda o: close(o, e1, 1e-4))
     mk("B1 jvp", lambda: b1, lambda k: k.jvp(x, v), lambda o: close(o[1], np_b1_jvp(x.astype(np.float64), v)[1], 1e-3))
     mk("B1 grad", lambda: grad(b1), lambda k: k(x), lambda o: close(o, np_b1_grad(x), 1e-4))
+    mk("B1 primal, 1 thread", lambda: b1, one_thread(lambda k: k(x)), lambda o: close(o, e1, 1e-4), False)
+    mk("B1 jvp, 1 thread", lambda: b1, one_thread(lambda k: k.jvp(x, v)),
+       lambda o: close(o[1], np_b1_jvp(x.astype(np.float64), v)[1], 1e-3), False)
     mk("B2 primal", lambda: b2, lambda k: k(W, b, X), lambda o: close(o, np_b2(W, b, X), 1e-4))
+    mk("B2 read floor", lambda: read_once, lambda k: k(X), lambda o: close(o, np.sum(X.astype(np.float64)), 1e-4))
     dX = np.zeros_like(X)      # the inputs' tangent, made once: allocating 8 MB is not the JVP's work
     mk("B2 jvp", lambda: b2, lambda k: k.jvp(W, b, X, v[:512], f32(0), dX),
        lambda o: close(o[1], np_b2_jac(W, b, X) @ v[:512], 1e-3))
@@ -358,6 +385,7 @@ def main():
     rows = {
         "B1 primal": {"numpy": lambda: np_b1(x)}, "B1 jvp": {"numpy": lambda: np_b1_jvp(x, v)},
         "B1 grad": {"numpy": lambda: np_b1_grad(x)}, "B2 primal": {"numpy": lambda: np_b2(W, b, X)},
+        "B2 read floor": {"numpy": lambda: X @ W},
         "B2 jvp": {"numpy": lambda: np_b2_jac(W, b, X) @ v[:512]},
         "B2 vjp": {"numpy": lambda: np_b2_jac(W, b, X).T @ v[:4096]},
         "B2 jacfwd": {"numpy": lambda: np_b2_jac(W, b, X)}, "B2 jacrev": {"numpy": lambda: np_b2_jac(W, b, X)},
@@ -446,10 +474,18 @@ def print_goals(res, compile_t):
         r = t("B1 primal", ref) if ref == "numpy" else jax("B1 primal")[0]
         goal(f"B1 primal 3x faster than {ref} (dslc x 3 / {ref})", p1 and r and 3 * p1 / r, 1.0)
     goal("B1 jvp / dslc primal", p1 and t("B1 jvp") and t("B1 jvp") / p1, 1.5)
+    p1one, j1one = t("B1 primal, 1 thread"), t("B1 jvp, 1 thread")
+    if p1one and j1one:
+        goals.append(f"           (on one thread: {j1one / p1one:.2f}; the JVP needs cos beside sin and a second "
+                     "float64 sum: docs/performance.md)")
     goal("B1 grad / dslc primal", p1 and t("B1 grad") and t("B1 grad") / p1, 2.0)
     for name in ("B2 primal", "B2 jvp", "B2 vjp"):
         n = t(name, "numpy")
         goal(f"{name} / numpy", t(name) and n and t(name) / n, 1.0)
+        floor = min(filter(None, (t("B2 read floor"), t("B2 read floor", "numpy"))), default=None)
+        if name == "B2 primal" and floor and n and t(name):
+            goals.append(f"           (memory floor: one pass over the 8 MB matrix, {fmt(floor)}; B2 primal takes "
+                         f"{t(name) / floor:.2f}x that in dslc, {n / floor:.2f}x in numpy)")
     for name in ("B2 jacfwd", "B2 jacrev"):
         goal(f"{name} (time)", t(name), 2e-3, "s")
     for name, factor in (("B3 primal", 1), ("B3 grad", 1), ("B3 hvp", 1), ("B4 grad", 1.2),
