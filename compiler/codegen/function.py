@@ -117,6 +117,12 @@ class FunctionCodegen:
             # LLVM tunes Ice Lake and later for 256-bit vectors; the 512-bit libmvec variants and
             # zmm arithmetic are ~2x faster for the long fused loops dslc generates
             set.add(self.llfn.attributes, '"prefer-vector-width"="512"')
+        if self.vector_isas:
+            # a loop calling vector math keeps its vectors on the stack across each call (every
+            # vector register is caller-saved); the ABI aligns the stack to 16 bytes only, so without
+            # this a zmm spill slot straddles two cache lines in 3 frames out of 4: B1's JVP took
+            # 16.5-17.4 ms on the main thread against 15.1-15.4 on another (docs/performance.md)
+            set.add(self.llfn.attributes, f"alignstack({64 if 'e' in self.vector_isas else 32})")
         self.allocas = self.llfn.append_basic_block("allocas")
         body = self.llfn.append_basic_block("entry")
         self.fail_block = self.llfn.append_basic_block("fail")
@@ -786,7 +792,7 @@ class FunctionCodegen:
         # (and vectorised) twice, which costs compile time and gains nothing for a big loop
         sub.attributes.add("noinline")
         for attr in self.llfn.attributes:
-            if attr.startswith('"prefer-vector-width"'):
+            if attr.startswith(('"prefer-vector-width"', "alignstack")):
                 set.add(sub.attributes, attr)
         self.llfn = sub
         self.allocas = sub.append_basic_block("allocas")
