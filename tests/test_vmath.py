@@ -9,6 +9,8 @@ vector body and odd-sized so that the scalar remainder runs too.
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -353,3 +355,21 @@ def test_config_tag_in_cache_key(monkeypatch):
     assert "/vm-scalar" in off
     # with vector math on (this host has an ISA for it) the tag, hence the cache key, differs
     assert ("/vm-scalar" in on) or on != off
+
+
+
+def test_kernels_with_vector_math_realign_their_stack():
+    """Vectors live across libmvec calls are spilled to the stack; a kernel and each of its
+    outlined loops realign the stack to the vector width so that no spill slot straddles two cache
+    lines (the ABI guarantees 16 bytes only)."""
+    isas = vmath.host_isas()
+    if not isas:
+        pytest.skip("no libmvec on this host (scalar fallback in use)")
+    x = np.linspace(-1, 1, 1 << 18, dtype=np.float32)    # big enough for a threaded loop
+    text = kernel_b1.jvp.lower(x, x).llvm()
+    width = 64 if "e" in isas else 32
+    groups = dict(re.findall(r"^attributes #(\d+) = \{(.*)\}$", text, re.M))
+    defines = re.findall(r"^define .*@(kernel_b1_jvp(?:\.chunk)?)\(.*\)[^#\n]* #(\d+) \{$", text, re.M)
+    assert sorted(name for name, _ in defines) == ["kernel_b1_jvp", "kernel_b1_jvp.chunk"]
+    for name, group in defines:
+        assert f"alignstack={width}" in groups[group], (name, groups[group])
