@@ -479,10 +479,10 @@ def print_goals(res, compile_t):
         goals.append(f"           (on one thread: {j1one / p1one:.2f}; the JVP needs cos beside sin and a second "
                      "float64 sum: docs/performance.md)")
     goal("B1 grad / dslc primal", p1 and t("B1 grad") and t("B1 grad") / p1, 2.0)
+    floor = min(filter(None, (t("B2 read floor"), t("B2 read floor", "numpy"))), default=None)
     for name in ("B2 primal", "B2 jvp", "B2 vjp"):
         n = t(name, "numpy")
         goal(f"{name} / numpy", t(name) and n and t(name) / n, 1.0)
-        floor = min(filter(None, (t("B2 read floor"), t("B2 read floor", "numpy"))), default=None)
         if name == "B2 primal" and floor and n and t(name):
             goals.append(f"           (memory floor: one pass over the 8 MB matrix, {fmt(floor)}; B2 primal takes "
                          f"{t(name) / floor:.2f}x that in dslc, {n / floor:.2f}x in numpy)")
